@@ -1,0 +1,55 @@
+"""The three evaluation roles, split by whole sequences (DESIGN.md, "Honest evaluation").
+
+- fit:    the train file; weights are learned here.
+- tune:   part of the valid file (default half); early stopping, pruning,
+          hyperparameter/feature choice, ensemble members and weights.
+- report: the rest of the valid file; only ever reported.
+
+The split is a seeded permutation of sequence *ids* (not positions), so the same
+sequences land in the same role whatever order the file lists them in. The
+seed and fraction are recorded in every spec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from ..errors import UserError
+
+DEFAULT_TUNE_FRAC = 0.5
+DEFAULT_SPLIT_SEED = 0
+
+
+def _rank_key(seq_ix: np.ndarray, seed: int) -> np.ndarray:
+    """A per-id pseudo-random key that depends only on (id, seed)."""
+    h = np.empty(len(seq_ix), dtype=np.uint64)
+    for i, s in enumerate(np.asarray(seq_ix, dtype=np.int64)):
+        d = hashlib.blake2b(f"{seed}:{int(s)}".encode(), digest_size=8).digest()
+        h[i] = int.from_bytes(d, "little")
+    return h
+
+
+def split_roles(seq_ix_or_n, tune_frac: float = DEFAULT_TUNE_FRAC,
+                seed: int = DEFAULT_SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """Split valid sequences into (tune_idx, report_idx), sorted index arrays.
+
+    ``seq_ix_or_n`` is the array of sequence ids in file order, or a count
+    (then ids are 0..n-1).
+    """
+    if not 0.0 < tune_frac < 1.0:
+        raise UserError(f"tune fraction must be in (0, 1), got {tune_frac}")
+    ids = np.arange(seq_ix_or_n) if np.isscalar(seq_ix_or_n) else np.asarray(seq_ix_or_n)
+    n = len(ids)
+    if n < 2:
+        raise UserError(f"need at least 2 sequences to split into tune/report roles, got {n}")
+    order = np.argsort(_rank_key(ids, seed), kind="stable")
+    n_tune = min(max(1, int(round(n * tune_frac))), n - 1)
+    return np.sort(order[:n_tune]), np.sort(order[n_tune:])
+
+
+def split_info(tune_frac: float = DEFAULT_TUNE_FRAC, seed: int = DEFAULT_SPLIT_SEED,
+               tune_from: str = "valid") -> dict:
+    """What every spec records about the split."""
+    return {"tune_frac": tune_frac, "seed": seed, "tune_from": tune_from}
