@@ -132,9 +132,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+STAGE_COMMAND_MODULES = ("cli_stages", "cli_package", "cli_tuning", "cli_ensemble", "cli_flows")
+
+
 def _load_stage_commands() -> None:
-    """Commands of later stages live beside their stage; importing registers them."""
-    from . import cli_stages  # noqa: F401
+    """Commands of later stages live in their own modules; importing registers them."""
+    import importlib
+    for mod in STAGE_COMMAND_MODULES:
+        try:
+            importlib.import_module(f"{__package__}.{mod}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__package__}.{mod}":
+                raise
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,103 @@
+"""MLflow plumbing shared by every stage: where runs go, experiments, plots.
+
+Default store: ``sqlite:///<run_dir>/mlflow.db`` with artifacts under
+``<run_dir>/mlartifacts``. With several processes logging at once (Ray trials
+on a cluster) point ``--tracking-uri``/``MLFLOW_TRACKING_URI`` at an MLflow
+server instead. The store and each experiment are created by the driver before
+any trial starts: trials racing to create them lose data (TOOLING-FACTS.md).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+STAGES = ("feature-search", "hpo", "retrain", "ensemble", "submission")
+
+
+def run_dir(path: str | None = None) -> str:
+    d = os.path.abspath(path or os.environ.get("LOBSWEEP_RUN_DIR") or "runs")
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
+def tracking_uri(uri: str | None = None, run_dir_: str | None = None) -> str:
+    """The tracking URI: explicit, else $MLFLOW_TRACKING_URI, else the run folder's sqlite store."""
+    if uri:
+        return uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{os.path.join(run_dir(run_dir_), 'mlflow.db')}"
+
+
+def setup(uri: str | None = None, run_dir_: str | None = None) -> str:
+    """Point mlflow at the store (creating the sqlite schema now, in this process)."""
+    import mlflow
+    uri = tracking_uri(uri, run_dir_)
+    mlflow.set_tracking_uri(uri)
+    os.environ["MLFLOW_TRACKING_URI"] = uri       # children (Ray trials) inherit it
+    mlflow.search_experiments(max_results=1)      # forces schema creation before any trial
+    return uri
+
+
+def ensure_experiment(name: str, uri: str | None = None, run_dir_: str | None = None) -> str:
+    """Experiment id of ``name``, created with artifacts under the run folder if new."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+    setup(uri, run_dir_)
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if tracking_uri(uri, run_dir_).startswith("sqlite:"):
+        location = "file://" + os.path.join(run_dir(run_dir_), "mlartifacts", name)
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except mlflow.exceptions.MlflowException:
+        return client.get_experiment_by_name(name).experiment_id   # created concurrently
+
+
+def curve_figure(history: list[dict], title: str = ""):
+    """Training curves: train loss and tune/report mean score per epoch."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    ep = [h["epoch"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+    a.plot(ep, [h["train_loss"] for h in history], marker="o")
+    a.set_xlabel("epoch"), a.set_ylabel("train loss"), a.set_title("loss")
+    for key, label in (("tune_mean", "tune"), ("report_mean", "report")):
+        if history and key in history[0]:
+            b.plot(ep, [h[key] for h in history], marker="o", label=label)
+    b.set_xlabel("epoch"), b.set_ylabel("weighted pearson (mean)"), b.legend(), b.set_title("score")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def log_figure(fig, name: str) -> None:
+    import matplotlib.pyplot as plt
+    import mlflow
+    mlflow.log_figure(fig, name)
+    plt.close(fig)
+
+
+def flat_params(d: dict, prefix: str = "") -> dict:
+    """Nested dict -> {"a.b": value} with values MLflow accepts (<= 500 chars)."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flat_params(v, key + "."))
+        else:
+            out[key] = str(v)[:500]
+    return out
+
+
+def log_history(history: list[dict]) -> None:
+    """Per-epoch metrics with step = epoch."""
+    import mlflow
+    for h in history:
+        mlflow.log_metrics({k: float(v) for k, v in h.items() if k != "epoch"}, step=int(h["epoch"]))

@@ -1,0 +1,218 @@
+"""The trainer, losses and checkpoint bundles: properties, not just that code runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_frame
+from lobsweep.data.metric import weighted_pearson_1d
+from lobsweep.errors import UserError
+from lobsweep.models import create_model
+from lobsweep.training.bundle import BundleError, load_bundle, validate_bundle
+from lobsweep.training.losses import make_loss, weighted_pearson
+from lobsweep.training.member import predict_bundle, train_member
+from lobsweep.training.trainer import Split, TrainConfig, Trainer, TrainingDiverged, fit
+
+torch.set_num_threads(1)
+TINY_GRU = {"hidden": 8, "layers": 1}
+
+
+def tiny_split(n=6, T=160, F=5, seed=0):
+    """Targets depend on an EMA of input 0, so a GRU can learn something."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, T, F)).astype(np.float32)
+    ema = np.zeros((n, T), dtype=np.float32)
+    for t in range(1, T):
+        ema[:, t] = 0.8 * ema[:, t - 1] + 0.2 * X[:, t, 0]
+    Y = np.stack([ema + 0.1 * rng.normal(size=(n, T)), 0.5 * ema + rng.normal(size=(n, T))], -1).astype(np.float32)
+    mask = np.zeros((n, T), dtype=bool)
+    mask[:, 20:] = True
+    return Split(X, Y, mask)
+
+
+def tiny_model(F=5, seed=0):
+    torch.manual_seed(seed)
+    return create_model("gru", n_features=F, **TINY_GRU)
+
+
+# ------------------------------------------------------------------ losses
+def test_pearson_loss_is_the_metric_without_clip():
+    rng = np.random.default_rng(0)
+    y = rng.standard_t(3, size=(500, 2))
+    p = 0.3 * y + rng.normal(size=(500, 2))
+    got = weighted_pearson(torch.tensor(p), torch.tensor(y)).numpy()
+    for k in range(2):
+        assert got[k] == pytest.approx(weighted_pearson_1d(y[:, k], p[:, k]), abs=1e-9)
+    loss = make_loss("pearson", target_weights=(1.0, 0.0))(torch.tensor(p), torch.tensor(y))
+    assert float(loss) == pytest.approx(-got[0], abs=1e-6)
+
+
+def test_weighted_mse_weights_rows_by_abs_target():
+    y = torch.tensor([[2.0, 1.0], [0.5, 1.0]])
+    p = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    # t0: (2*1 + 0.5*0.25) / 2.5, t1: (1 + 1) / 2
+    expect = ((2 * 1 + 0.5 * 0.25) / 2.5 + 1.0) / 2
+    assert float(make_loss("wmse")(p, y)) == pytest.approx(expect)
+
+
+@pytest.mark.parametrize("bad", [{"name": "nope"}, {"name": "mse", "target_weights": (0, 0)}])
+def test_bad_loss_options_are_user_errors(bad):
+    with pytest.raises(UserError):
+        make_loss(bad.pop("name"), **bad)
+
+
+@pytest.mark.parametrize("opt", [{"lr": -1}, {"schedule": "linear"}, {"crop_len": 50, "burn_in": 60},
+                                 {"epochs": 0}, {"bogus": 1}])
+def test_bad_train_options_are_user_errors(opt):
+    with pytest.raises(UserError):
+        TrainConfig.from_dict(opt)
+
+
+# ------------------------------------------------------------------ trainer
+def test_same_seed_same_history_and_learning():
+    cfg = TrainConfig(epochs=3, batch_size=2, lr=1e-2, patience=5)
+    runs = []
+    for _ in range(2):
+        res = fit(tiny_model(), cfg, tiny_split(), tiny_split(seed=1), tiny_split(seed=2), seed=7)
+        runs.append(res)
+    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in runs[0].history]
+    assert strip == [{k: v for k, v in h.items() if k != "seconds"} for h in runs[1].history]
+    assert runs[0].tune["t0"] > 0.3          # the EMA signal is learnable
+
+
+def test_resume_from_state_dict_continues_exactly(tmp_path):
+    cfg = TrainConfig(epochs=3, batch_size=2, lr=1e-2, patience=5)
+    a = Trainer(tiny_model(), cfg, tiny_split(), tiny_split(seed=1), seed=3)
+    for _ in range(3):
+        a.run_epoch()
+    b = Trainer(tiny_model(), cfg, tiny_split(), tiny_split(seed=1), seed=3)
+    b.run_epoch()
+    torch.save(b.state_dict(), tmp_path / "ckpt.pt")
+    c = Trainer(tiny_model(seed=99), cfg, tiny_split(), tiny_split(seed=1), seed=3)
+    c.load_state_dict(torch.load(tmp_path / "ckpt.pt", weights_only=True))
+    c.run_epoch()
+    c.run_epoch()
+    assert [h["tune_mean"] for h in c.history] == [h["tune_mean"] for h in a.history]
+    for k, v in a.model.state_dict().items():
+        assert torch.equal(v, c.model.state_dict()[k])
+
+
+def test_warmup_targets_do_not_enter_the_loss():
+    cfg = TrainConfig(epochs=1, batch_size=3, lr=1e-2)
+    train = tiny_split()
+    changed = Split(train.X, train.Y.copy(), train.mask)
+    changed.Y[~changed.mask] = 1e3                 # garbage where need_prediction is False
+    m1, m2 = tiny_model(), tiny_model()
+    fit(m1, cfg, train, tiny_split(seed=1), seed=0)
+    fit(m2, cfg, changed, tiny_split(seed=1), seed=0)
+    for k, v in m1.state_dict().items():
+        assert torch.equal(v, m2.state_dict()[k])
+
+
+def test_crops_with_burn_in_train():
+    cfg = TrainConfig(epochs=2, batch_size=2, lr=1e-2, crop_len=80, burn_in=30)
+    res = fit(tiny_model(), cfg, tiny_split(), tiny_split(seed=1), seed=0)
+    assert len(res.history) == 2 and np.isfinite(res.history[-1]["train_loss"])
+
+
+def test_nan_loss_raises_diverged():
+    train = tiny_split()
+    bad = Split(train.X.copy(), train.Y, train.mask)
+    bad.X[0, 50, 0] = np.nan
+    with pytest.raises(TrainingDiverged):
+        fit(tiny_model(), TrainConfig(epochs=1, batch_size=6), bad, tiny_split(seed=1))
+
+
+def test_early_stopping_restores_best_epoch():
+    cfg = TrainConfig(epochs=6, batch_size=2, lr=0.3, patience=1, schedule="constant")
+    res = fit(tiny_model(), cfg, tiny_split(), tiny_split(seed=1), seed=0)
+    best = max(h["tune_mean"] for h in res.history)
+    assert res.tune["mean"] == pytest.approx(best, abs=1e-6)
+    assert res.best_epoch == 1 + int(np.argmax([h["tune_mean"] for h in res.history]))
+
+
+# ------------------------------------------------------------------ bundles
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    make_frame(4, seed=1).to_parquet(d / "train.parquet", index=False)
+    make_frame(4, seed=2).to_parquet(d / "valid.parquet", index=False)
+    return str(d)
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("b") / "gru"
+    return train_member(tiny_data, "gru", str(out), hparams=TINY_GRU,
+                        train_cfg={"epochs": 1, "batch_size": 2, "crop_len": 300, "burn_in": 50}, seed=0)
+
+
+def test_bundle_contents_and_exact_reproduction(tiny_bundle, tiny_data):
+    b = tiny_bundle
+    assert sorted(os.listdir(b.path)) == ["spec.json", "valid_pred.npy", "weights.pt"]
+    for key in ("family", "config", "features", "seed", "data", "history", "best_epoch", "metrics", "train_config"):
+        assert key in b.spec
+    assert b.valid_pred.shape == (4 * 901, 2)
+    again = predict_bundle(b.path, os.path.join(tiny_data, "valid.parquet"))
+    np.testing.assert_array_equal(again, b.valid_pred)
+    assert b.spec["data"]["split"] == {"tune_frac": 0.5, "seed": 0, "tune_from": "valid"}
+
+
+def test_bundle_validation_rejects_bad_bundles(tiny_bundle, tmp_path):
+    import shutil
+    ok = validate_bundle(tiny_bundle.path, tiny_bundle.spec["data"]["valid_fingerprint"], 4 * 901)
+    assert ok.spec["family"] == "gru"
+    with pytest.raises(BundleError, match="not this valid file"):
+        validate_bundle(tiny_bundle.path, "0" * 32)
+
+    evil = tmp_path / "evil"
+    shutil.copytree(tiny_bundle.path, evil)
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > /dev/null",))
+    with open(evil / "weights.pt", "wb") as f:
+        pickle.dump({"w": Payload()}, f)
+    with pytest.raises(BundleError, match="weights_only"):
+        validate_bundle(str(evil))
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_bundle.path, broken)
+    spec = json.load(open(broken / "spec.json"))
+    del spec["family"]
+    json.dump(spec, open(broken / "spec.json", "w"))
+    with pytest.raises(BundleError, match="missing key 'family'"):
+        load_bundle(str(broken))
+
+    wrong = tmp_path / "wrong"
+    shutil.copytree(tiny_bundle.path, wrong)
+    spec = json.load(open(wrong / "spec.json"))
+    spec["config"]["hidden"] = 16
+    json.dump(spec, open(wrong / "spec.json", "w"))
+    with pytest.raises(BundleError, match="weights do not fit"):
+        validate_bundle(str(wrong))
+
+
+def test_train_and_predict_cli(tiny_data, tmp_path, cli):
+    out = tmp_path / "bundle"
+    res = cli("train", "--family", "gru", "--data", tiny_data, "--out", str(out), "--epochs", "1",
+              "--set", "hidden=8", "--set", "layers=1", "--train-set", "crop_len=300", "--no-mlflow",
+              env={"LOBSWEEP_RUN_DIR": str(tmp_path / "runs")})
+    assert res.returncode == 0, res.stderr
+    assert "wrote" in res.stdout and os.path.exists(out / "weights.pt")
+    res = cli("predict", str(out), "--data", tiny_data)
+    assert res.returncode == 0 and "max |diff| vs valid_pred.npy = 0" in res.stdout
+
+    for bad, frag in ((["--family", "nope"], "nope"), (["--family", "gru", "--set", "hidden=-3"], "hidden"),
+                      (["--family", "gru", "--train-set", "lr=-1"], "lr")):
+        res = cli("train", "--data", tiny_data, "--out", str(tmp_path / "x"), *bad,
+                  env={"LOBSWEEP_RUN_DIR": str(tmp_path / "runs")})
+        assert res.returncode == 2 and frag in res.stderr and "Traceback" not in res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1
+        assert not os.path.exists(tmp_path / "x")

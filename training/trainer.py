@@ -1,0 +1,307 @@
+"""The trainer: one model, pre-tensorized arrays, the official metric for early stopping.
+
+Shapes: N sequences, T steps (1000), F features, L crop length.
+    Split.X [N, T, F] float32, Split.Y [N, T, 2], Split.mask [N, T] (need_prediction)
+
+The loss counts only need-prediction steps (and, with crops, only steps after
+the burn-in); warm-up steps still run through the model and feed its state.
+Early stopping watches the official score on the *tune* split; the *report*
+split is scored every epoch for the record but never chooses anything.
+
+A ``Trainer`` is resumable: ``state_dict()`` holds weights, optimiser,
+scheduler, history and the best weights, and every epoch's randomness is
+derived from (seed, epoch), so a trial restored from a checkpoint continues
+exactly as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.metric import score_masked
+from ..errors import UserError
+from .device import amp_dtype, pick_device
+from .losses import LOSSES, make_loss
+
+SCHEDULES = ("cosine", "onecycle", "constant")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or inf; the run is recorded as failed."""
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 8
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-2
+    schedule: str = "cosine"
+    grad_clip: float = 1.0            # max grad norm; 0 disables
+    loss: str = "wmse"
+    target_weights: tuple = (1.0, 1.0)
+    huber_delta: float = 1.0
+    pearson_coef: float = 0.5
+    crop_len: int = 0                 # 0 = full sequences; else random crops of this length
+    burn_in: int = 64                 # leading crop steps that only feed the state
+    patience: int = 3                 # epochs without a better tune score before stopping
+    swa_epochs: int = 0               # average weights over the last k epochs (0 = off)
+    amp: str = "auto"                 # CUDA only: bf16 where supported, else fp16
+    eval_batch_size: int = 64
+    device: str = "auto"
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "TrainConfig":
+        d = dict(d or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise UserError(f"unknown training option '{unknown[0]}'; valid: {', '.join(sorted(known))}")
+        if "target_weights" in d:
+            d["target_weights"] = tuple(float(v) for v in d["target_weights"])
+        cfg = cls(**d)
+        cfg.check()
+        return cfg
+
+    def check(self) -> None:
+        def need(ok: bool, msg: str):
+            if not ok:
+                raise UserError(f"bad training option: {msg}")
+        need(int(self.epochs) >= 1, f"epochs must be >= 1, got {self.epochs}")
+        need(int(self.batch_size) >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        need(float(self.lr) > 0 and math.isfinite(float(self.lr)), f"lr must be > 0, got {self.lr}")
+        need(float(self.weight_decay) >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        need(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        need(self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}")
+        need(self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}, got {self.amp!r}")
+        need(int(self.crop_len) == 0 or int(self.crop_len) > int(self.burn_in) >= 0,
+             f"crop_len must be 0 or > burn_in ({self.burn_in}), got {self.crop_len}")
+        need(int(self.patience) >= 1, f"patience must be >= 1, got {self.patience}")
+        need(0 <= int(self.swa_epochs) <= int(self.epochs), f"swa_epochs must be in [0, epochs], got {self.swa_epochs}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["target_weights"] = list(self.target_weights)
+        return d
+
+
+@dataclass
+class Split:
+    """One role's arrays: X [N, T, F], Y [N, T, 2], mask [N, T]."""
+
+    X: np.ndarray
+    Y: np.ndarray
+    mask: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.X.shape[0])
+
+
+@dataclass
+class TrainResult:
+    history: list[dict]
+    best_epoch: int
+    tune: dict
+    report: dict | None
+    swa_used: bool = False
+    stopped_early: bool = False
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def set_seed(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+
+
+@torch.no_grad()
+def predict(model: nn.Module, X: np.ndarray, batch_size: int = 64, device=None, amp: str = "off") -> np.ndarray:
+    """Batch forward over whole sequences: X [N, T, F] -> float32 [N, T, 2]."""
+    device = torch.device(device or next(model.parameters()).device)
+    was_training = model.training
+    model.eval()
+    out = np.empty(X.shape[:2] + (2,), dtype=np.float32)
+    dt = amp_dtype(device, amp)
+    for s in range(0, X.shape[0], batch_size):
+        xb = torch.as_tensor(np.asarray(X[s:s + batch_size]), device=device)
+        with torch.autocast(device.type, dtype=dt, enabled=dt is not None):
+            yb = model(xb)
+        out[s:s + batch_size] = yb.float().cpu().numpy()
+    model.train(was_training)
+    return out
+
+
+class Trainer:
+    """Epoch-at-a-time training with early stopping on the tune split."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, train: Split, tune: Split,
+                 report: Split | None = None, seed: int = 0, progress: bool = False):
+        cfg.check()
+        if len(train) == 0 or len(tune) == 0:
+            raise UserError("training needs at least one fit and one tune sequence")
+        self.cfg, self.seed, self.progress = cfg, int(seed), progress
+        self.device = pick_device(cfg.device)
+        self.amp = amp_dtype(self.device, cfg.amp)
+        self.model = model.to(self.device)
+        self.train_split, self.tune_split, self.report_split = train, tune, report
+        self.loss_fn = make_loss(cfg.loss, target_weights=cfg.target_weights,
+                                 huber_delta=cfg.huber_delta, pearson_coef=cfg.pearson_coef)
+        # The train arrays become tensors once; a batch is an index gather.
+        self.Xt = torch.as_tensor(train.X, device=self.device)
+        self.Yt = torch.as_tensor(train.Y, device=self.device)
+        self.Mt = torch.as_tensor(train.mask, device=self.device)
+        self.steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        total = self.steps_per_epoch * cfg.epochs
+        if cfg.schedule == "cosine":
+            self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=total, eta_min=cfg.lr * 0.02)
+        elif cfg.schedule == "onecycle":
+            self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=cfg.lr, total_steps=total)
+        else:
+            self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda _: 1.0)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
+        self.epoch = 0
+        self.history: list[dict] = []
+        self.best_score = -math.inf
+        self.best_epoch = -1
+        self.best_weights = None
+        self.swa_sum = None
+        self.swa_n = 0
+
+    # ------------------------------------------------------------ one epoch
+    def _batches(self):
+        """Shuffled index slices and crop starts, derived from (seed, epoch)."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.train_split))
+        T = self.Xt.shape[1]
+        L = self.cfg.crop_len or T
+        for s in range(0, len(order), self.cfg.batch_size):
+            idx = order[s:s + self.cfg.batch_size]
+            start = int(rng.integers(0, T - L + 1)) if L < T else 0
+            yield torch.as_tensor(idx, device=self.device), start, L
+
+    def _train_epoch(self) -> float:
+        self.model.train()
+        torch.manual_seed(self.seed * 100_003 + self.epoch)      # dropout: resumable per epoch
+        total, count = 0.0, 0
+        batches = self._batches()
+        if self.progress:
+            from tqdm.auto import tqdm
+            batches = tqdm(batches, total=self.steps_per_epoch, leave=False, file=sys.stderr,
+                           desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}")
+        for idx, start, L in batches:
+            xb = self.Xt[idx, start:start + L]
+            yb = self.Yt[idx, start:start + L]
+            mb = self.Mt[idx, start:start + L].clone()
+            if L < self.Xt.shape[1] and self.cfg.burn_in:
+                mb[:, : self.cfg.burn_in] = False
+            if not bool(mb.any()):
+                continue
+            with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+                pred = self.model(xb)
+            loss = self.loss_fn(pred[mb], yb[mb])
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"training loss became {loss.item()} at epoch {self.epoch + 1}")
+            self.opt.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if self.cfg.grad_clip:
+                self.scaler.unscale_(self.opt)
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+            self.scaler.step(self.opt)
+            self.scaler.update()
+            self.sched.step()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+        return total / max(count, 1)
+
+    def evaluate(self, split: Split) -> dict:
+        P = predict(self.model, split.X, self.cfg.eval_batch_size, self.device,
+                    "off" if self.amp is None else self.cfg.amp)
+        return score_masked(split.Y, P, split.mask)
+
+    def run_epoch(self) -> dict:
+        """Train one epoch, score tune (and report), track the best epoch. Returns the record."""
+        t0 = time.perf_counter()
+        lr = self.opt.param_groups[0]["lr"]
+        train_loss = self._train_epoch()
+        tune = self.evaluate(self.tune_split)
+        rec = {"epoch": self.epoch + 1, "train_loss": train_loss, "lr": lr,
+               "tune_t0": tune["t0"], "tune_t1": tune["t1"], "tune_mean": tune["mean"]}
+        if self.report_split is not None:
+            rep = self.evaluate(self.report_split)
+            rec.update(report_t0=rep["t0"], report_t1=rep["t1"], report_mean=rep["mean"])
+        if tune["mean"] > self.best_score:
+            self.best_score, self.best_epoch = tune["mean"], self.epoch + 1
+            self.best_weights = copy.deepcopy({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
+        if self.cfg.swa_epochs and self.epoch >= self.cfg.epochs - self.cfg.swa_epochs:
+            sd = {k: v.detach().cpu().double() for k, v in self.model.state_dict().items()}
+            self.swa_sum = sd if self.swa_sum is None else {k: self.swa_sum[k] + sd[k] for k in sd}
+            self.swa_n += 1
+        self.epoch += 1
+        rec["seconds"] = time.perf_counter() - t0
+        self.history.append(rec)
+        return rec
+
+    @property
+    def done(self) -> bool:
+        if self.epoch >= self.cfg.epochs:
+            return True
+        if self.epoch == 0 or self.cfg.swa_epochs:
+            return False
+        return self.epoch - self.best_epoch >= self.cfg.patience
+
+    # ------------------------------------------------------------ finish / resume
+    def finish(self) -> TrainResult:
+        """Restore the best weights (or the SWA average when it scores better on tune)."""
+        swa_used = False
+        if self.swa_n:
+            current = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            avg = {k: (self.swa_sum[k] / self.swa_n).to(current[k].dtype) for k in current}
+            self.model.load_state_dict(avg)
+            swa_score = self.evaluate(self.tune_split)["mean"]
+            if swa_score > self.best_score:
+                self.best_score, swa_used = swa_score, True
+                self.best_weights = {k: v.cpu() for k, v in avg.items()}
+            self.model.load_state_dict(current)
+        if self.best_weights is not None:
+            self.model.load_state_dict(self.best_weights)
+        tune = self.evaluate(self.tune_split)
+        report = self.evaluate(self.report_split) if self.report_split is not None else None
+        return TrainResult(history=list(self.history), best_epoch=self.best_epoch, tune=tune, report=report,
+                           swa_used=swa_used, stopped_early=self.epoch < self.cfg.epochs,
+                           seconds=sum(r["seconds"] for r in self.history))
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
+                "scaler": self.scaler.state_dict(), "epoch": self.epoch, "history": self.history,
+                "best_score": self.best_score, "best_epoch": self.best_epoch, "best_weights": self.best_weights,
+                "swa_sum": self.swa_sum, "swa_n": self.swa_n}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.model.load_state_dict(s["model"])
+        self.opt.load_state_dict(s["opt"])
+        self.sched.load_state_dict(s["sched"])
+        self.scaler.load_state_dict(s["scaler"])
+        self.epoch, self.history = int(s["epoch"]), list(s["history"])
+        self.best_score, self.best_epoch = float(s["best_score"]), int(s["best_epoch"])
+        self.best_weights, self.swa_sum, self.swa_n = s["best_weights"], s["swa_sum"], int(s["swa_n"])
+
+
+def fit(model: nn.Module, cfg: TrainConfig, train: Split, tune: Split, report: Split | None = None,
+        seed: int = 0, progress: bool = False, on_epoch=None) -> TrainResult:
+    """Train until ``cfg.epochs`` or early stopping; ``on_epoch(record)`` sees each epoch."""
+    trainer = Trainer(model, cfg, train, tune, report, seed=seed, progress=progress)
+    while not trainer.done:
+        rec = trainer.run_epoch()
+        if on_epoch is not None:
+            on_epoch(rec)
+    return trainer.finish()
