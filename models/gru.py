@@ -1,0 +1,81 @@
+"""Multi-layer GRU with a per-step head: the organisers' baseline shape, and the default family.
+
+Glossary: B batch, T time, F features, H hidden, L layers, M head hidden (see layers.py).
+
+Parameters (default config, 210,754 of them):
+    in_proj            Linear F -> H            (absent when input_proj=False; then the GRU reads F)
+    rnn                nn.GRU, L layers of width H (weight_ih_l{k}, weight_hh_l{k}, bias_ih_l{k}, bias_hh_l{k})
+    norm               none | layer | rms over H
+    head               linear H -> 2, or mlp H -> M -> 2 (ReLU)
+
+Step equations, x_t: (B, F), state h: (L, B, H):
+    u_0 = x_t in_proj.weight^T + in_proj.bias                    (B, H)
+    for k in 0..L-1:  h[k] = gru_cell(u_k, h[k]);  u_{k+1} = h[k]   (gru_cell in layers.py)
+    y_t = head(norm(u_L))                                         (B, 2)
+Dropout (training only) sits between GRU layers and before the head; it is the identity
+in eval mode, so the equations above are the whole inference path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .layers import Head, check_common, gru_cell, make_norm, param_like, rnn_layer_weights
+from .registry import register_model
+
+
+@dataclass
+class GRUConfig:
+    n_features: int = 32
+    hidden: int = 128
+    layers: int = 2
+    dropout: float = 0.0
+    input_proj: bool = True  # Linear F -> H before the GRU, as in the organisers' baseline
+    norm: str = "none"
+    head: str = "mlp"
+    head_hidden: int = 64
+
+    def __post_init__(self):
+        check_common(self)
+
+
+@register_model("gru")
+class GRUModel(nn.Module):
+    """Stacked GRU -> norm -> head; streaming state is the L hidden vectors."""
+
+    Config = GRUConfig
+
+    def __init__(self, config: GRUConfig):
+        super().__init__()
+        c = self.config = config
+        self.in_proj = nn.Linear(c.n_features, c.hidden) if c.input_proj else None
+        self.rnn = nn.GRU(c.hidden if c.input_proj else c.n_features, c.hidden, c.layers,
+                          batch_first=True, dropout=c.dropout if c.layers > 1 else 0.0)
+        self.drop = nn.Dropout(c.dropout)
+        self.norm = make_norm(c.norm, c.hidden)
+        self.head = Head(c.hidden, c.head, c.head_hidden, c.dropout)
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.in_proj(x) if self.in_proj is not None else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, T, F) -> y: (B, T, 2)."""
+        out, _ = self.rnn(self._embed(x))  # (B, T, H)
+        return self.head(self.norm(self.drop(out)))
+
+    def init_state(self, batch: int, device=None, dtype=None) -> dict[str, torch.Tensor]:
+        """{"h": zeros (L, B, H)}."""
+        device, dtype = param_like(self, device, dtype)
+        return {"h": torch.zeros(self.config.layers, batch, self.config.hidden, device=device, dtype=dtype)}
+
+    def step(self, x_t: torch.Tensor, state: dict[str, torch.Tensor]):
+        """x_t: (B, F) -> (y_t (B, 2), new state); the input state is not modified."""
+        u = self._embed(x_t)
+        hs = []
+        for k in range(self.config.layers):
+            u = gru_cell(u, state["h"][k], *rnn_layer_weights(self.rnn, k))
+            hs.append(u)
+        return self.head(self.norm(u)), {"h": torch.stack(hs)}
