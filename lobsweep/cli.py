@@ -149,11 +149,12 @@ def _load_stage_commands() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .features import FeatureSpecError      # features/ is numpy-only, so it cannot subclass UserError
     try:
         args._fn(args)
-    except UserError as exc:
+    except (UserError, FeatureSpecError) as exc:
         print(f"lobsweep {args.cmd}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return getattr(exc, "exit_code", 2)
     except KeyboardInterrupt:
         print(f"lobsweep {args.cmd}: interrupted", file=sys.stderr)
         return 130
