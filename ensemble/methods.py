@@ -24,24 +24,54 @@ from __future__ import annotations
 
 import numpy as np
 
-from lobsweep.data.contract import CLIP, WEIGHT_FLOOR
+from lobsweep.errors import UserError
 
-from .scoring import (
-    BudgetError,
-    check_inputs,
-    check_costs,
-    column_scores,
-    member_scores,
-)
+from .bootstrap import TargetMoments, member_scores, scaled_scores
 
 __all__ = [
     "BudgetError",
+    "blend",
     "uniform_weights",
     "greedy_selection",
     "weighted_blend",
     "fit_post_scale",
     "top_members_within_budget",
 ]
+
+
+class BudgetError(UserError):
+    """No member, or no requested ensemble, fits the latency budget."""
+
+
+def check_inputs(P, Y) -> tuple[np.ndarray, np.ndarray]:
+    """``P[N, M, 2]`` and ``Y[N, 2]`` as float64, or a ValueError naming the shapes."""
+    P = np.asarray(P, dtype=np.float64)
+    Y = np.asarray(Y, dtype=np.float64)
+    if P.ndim != 3 or P.shape[2] != 2 or Y.shape != (P.shape[0], 2) or P.shape[1] < 1:
+        raise ValueError(f"expected P[N, M, 2] and Y[N, 2], got {P.shape} and {Y.shape}")
+    return P, Y
+
+
+def check_costs(costs, budget, n_members: int) -> np.ndarray | None:
+    """Per-member costs ``[M]`` as float64 (None if not given), checked
+    against the budget rules; a budget without costs is an error."""
+    if costs is None:
+        if budget is not None:
+            raise UserError("a latency budget needs per-member costs (ms per step); pass costs")
+        return None
+    costs = np.asarray(costs, dtype=np.float64).ravel()
+    if costs.shape != (n_members,) or np.any(costs < 0) or not np.all(np.isfinite(costs)):
+        raise UserError(f"costs must be {n_members} finite non-negative numbers, got shape {costs.shape}")
+    if budget is not None and not budget > 0:
+        raise UserError(f"the latency budget must be positive, got {budget}")
+    return costs
+
+
+def blend(P, W, scale=None) -> np.ndarray:
+    """Blended predictions ``[N, 2]`` from ``P[N, M, 2]``, ``W[M, 2]`` and an
+    optional per-target post-scale ``[2]``."""
+    out = np.einsum("nmt,mt->nt", np.asarray(P, dtype=np.float64), np.asarray(W, dtype=np.float64))
+    return out if scale is None else out * np.asarray(scale, dtype=np.float64)[None, :]
 
 
 def uniform_weights(n_members: int, subset=None) -> np.ndarray:
@@ -71,6 +101,9 @@ def top_members_within_budget(P, Y, *, costs=None, budget=None) -> list[int]:
         if spent + costs[m] <= budget:
             chosen.append(int(m))
             spent += costs[m]
+    if not chosen:
+        raise BudgetError(f"no member fits the latency budget {budget:g} "
+                          f"(cheapest costs {costs.min():g}); raise the budget")
     return chosen
 
 
@@ -86,7 +119,7 @@ def greedy_selection(P, Y, *, rounds=50, init_top=3, candidates=None, costs=None
     in either target is free. Returns ``W[M, 2]`` (counts / total).
     """
     P, Y = check_inputs(P, Y)
-    n_rows, n_members, _ = P.shape
+    n_members = P.shape[1]
     costs = check_costs(costs, budget, n_members)
     pool = np.arange(n_members) if candidates is None else np.unique(np.asarray(candidates, dtype=int))
     if pool.size == 0 or pool.min() < 0 or pool.max() >= n_members:
@@ -95,45 +128,37 @@ def greedy_selection(P, Y, *, rounds=50, init_top=3, candidates=None, costs=None
         raise BudgetError(f"no candidate member fits the latency budget {budget:g} "
                           f"(cheapest costs {costs[pool].min():g}); raise the budget")
 
-    singles = member_scores(P[:, pool], Y)                               # [len(pool), 2]
+    moments = [TargetMoments(Y[:, t], P[:, :, t]) for t in (0, 1)]
+    eye = np.eye(n_members)
     counts = np.zeros((n_members, 2))
-    sums = np.zeros((n_rows, 2))
     history = [[], []]                                                   # (score, counts) per target
 
     def fits(m: int) -> bool:
-        if budget is None:
-            return True
-        used = counts.sum(axis=1) > 0
-        if used[m]:
-            return True
-        return costs[used].sum() + costs[m] <= budget
+        used = counts.max(axis=1) > 0
+        return budget is None or bool(used[m]) or costs[used].sum() + costs[m] <= budget
 
-    def add(t: int, m: int, new_sum: np.ndarray, new_score: float) -> None:
-        counts[m, t] += 1
-        sums[:, t] = new_sum
-        history[t].append((new_score, counts[:, t].copy()))
+    def step(t: int, allowed: np.ndarray) -> None:
+        """Add to target t the allowed member whose addition scores best."""
+        trial = (counts[:, t, None] + eye[:, allowed]) / (counts[:, t].sum() + 1)   # [M, len(allowed)]
+        scores = moments[t].score(trial)
+        best = int(np.argmax(scores))
+        counts[allowed[best], t] += 1
+        history[t].append((float(scores[best]), counts[:, t].copy()))
 
     n_init = max(1, min(init_top, pool.size))
     for t in (0, 1):
-        for m in pool[np.argsort(-singles[:, t], kind="stable")]:
-            if len([c for c in counts[:, t] if c > 0]) >= n_init:
+        singles = moments[t].score(eye[:, pool])
+        for m in pool[np.argsort(-singles, kind="stable")]:
+            if np.count_nonzero(counts[:, t]) >= n_init:
                 break
             if fits(m):
-                k = counts[:, t].sum()
-                new_sum = sums[:, t] + P[:, m, t]
-                add(t, int(m), new_sum, float(column_scores(Y[:, t], (new_sum / (k + 1))[:, None])[0]))
+                step(t, np.array([m]))
 
     for _ in range(rounds):
         for t in (0, 1):
             allowed = np.array([m for m in pool if fits(m)], dtype=int)
-            if allowed.size == 0:
-                continue
-            k = counts[:, t].sum()
-            trial = (sums[:, t, None] + P[:, allowed, t]) / (k + 1)       # [N, len(allowed)]
-            trial_scores = column_scores(Y[:, t], trial)
-            best = int(np.argmax(trial_scores))
-            m = int(allowed[best])
-            add(t, m, sums[:, t] + P[:, m, t], float(trial_scores[best]))
+            if allowed.size:
+                step(t, allowed)
 
     W = np.zeros((n_members, 2))
     for t in (0, 1):
@@ -150,62 +175,39 @@ def _project_simplex(v: np.ndarray) -> np.ndarray:
     return np.maximum(v - css[rho] / (rho + 1), 0.0)
 
 
-def _wls_start(Pt: np.ndarray, y: np.ndarray, n_iter: int = 300) -> np.ndarray:
+def _wls_start(mom: TargetMoments, n_iter: int = 300) -> np.ndarray:
     """Non-negative weighted least squares ``min_a sum |y| (y - Pc a)^2``
-    (w-centred, so intercept free) by projected gradient on the [k, k] Gram
-    matrix, normalised to the simplex. Uniform if every coefficient is 0."""
-    k = Pt.shape[1]
-    w = np.maximum(np.abs(y), WEIGHT_FLOOR)
-    w = w / w.sum()
-    Pc = Pt - w @ Pt
-    yc = y - w @ y
-    G = (Pc * w[:, None]).T @ Pc                                         # [k, k]
-    b = (Pc * w[:, None]).T @ yc                                         # [k]
-    lip = np.linalg.eigvalsh(G)[-1]
-    if lip <= 0:
-        return np.full(k, 1.0 / k)
+    (members and target w-centred, so intercept free) by projected gradient
+    on the ``[k, k]`` Gram matrix, normalised to the simplex; uniform if every
+    coefficient is 0."""
+    k = mom.G_full.shape[0]
+    lip = np.linalg.eigvalsh(mom.G_full)[-1]
     a = np.full(k, 1.0 / k)
+    if lip <= 0:
+        return a
     for _ in range(n_iter):
-        a = np.maximum(a - (G @ a - b) / lip, 0.0)
+        a = np.maximum(a - (mom.G_full @ a - mom.c_full) / lip, 0.0)
     return a / a.sum() if a.sum() > 0 else np.full(k, 1.0 / k)
 
 
-def _metric_and_grad(Pt: np.ndarray, y: np.ndarray, a: np.ndarray) -> tuple[float, np.ndarray]:
-    """Weighted Pearson of ``clip(Pt @ a)`` against ``y`` and its gradient in
-    ``a[k]`` (zero through clipped rows, the metric's own subgradient)."""
-    p = Pt @ a
-    inside = np.abs(p) < CLIP
-    pc = np.clip(p, -CLIP, CLIP)
-    w = np.maximum(np.abs(y), WEIGHT_FLOOR)
-    w = w / w.sum()
-    dt = y - w @ y
-    dp = pc - w @ pc
-    cov, vt, vp = w @ (dt * dp), w @ (dt * dt), w @ (dp * dp)
-    if vt <= 0 or vp <= 0:
-        return 0.0, np.zeros_like(a)
-    r = cov / np.sqrt(vt * vp)
-    g_rows = w * (dt / np.sqrt(vt * vp) - r * dp / vp) * inside
-    return float(r), Pt.T @ g_rows
-
-
-def _fit_target(Pt: np.ndarray, y: np.ndarray, n_iter: int = 60) -> np.ndarray:
-    """Simplex weights ``[k]`` for one target: WLS start, then projected
-    gradient ascent on the metric itself with a backtracking step."""
-    k = Pt.shape[1]
+def _fit_target(mom: TargetMoments, n_iter: int = 100) -> np.ndarray:
+    """Simplex weights ``[k]`` for one target: the better of a WLS start and
+    uniform, then projected gradient ascent on the metric itself with a
+    backtracking step."""
+    k = mom.G.shape[0]
     if k == 1:
         return np.ones(1)
-    starts = [_wls_start(Pt, y), np.full(k, 1.0 / k)]
-    a, r = max(((s, _metric_and_grad(Pt, y, s)[0]) for s in starts), key=lambda x: x[1])
+    starts = [_wls_start(mom), np.full(k, 1.0 / k)]
+    a = max(starts, key=mom.score)
     step = 0.5
     for _ in range(n_iter):
-        r, g = _metric_and_grad(Pt, y, a)
+        r, g = mom.score_and_grad(a)
         norm = np.linalg.norm(g)
         if norm < 1e-12:
             break
-        while step > 1e-6:
+        while step > 1e-7:
             cand = _project_simplex(a + step * g / norm)
-            r_cand = _metric_and_grad(Pt, y, cand)[0]
-            if r_cand > r:
+            if mom.score(cand) > r:
                 a, step = cand, min(step * 2.0, 1.0)
                 break
             step *= 0.5
@@ -214,31 +216,31 @@ def _fit_target(Pt: np.ndarray, y: np.ndarray, n_iter: int = 60) -> np.ndarray:
     return a
 
 
-def _fit_subset(P: np.ndarray, Y: np.ndarray, subset: list[int]) -> tuple[np.ndarray, float]:
-    """Fitted ``W[M, 2]`` over ``subset`` and its mean score on (P, Y)."""
-    W = np.zeros((P.shape[1], 2))
+def _fit_subset(moments: list[TargetMoments], subset: list[int], n_members: int) -> tuple[np.ndarray, float]:
+    """Fitted ``W[M, 2]`` over ``subset`` and its mean score on the fitted data."""
+    W = np.zeros((n_members, 2))
+    scores = []
     for t in (0, 1):
-        W[subset, t] = _fit_target(P[:, subset, t], Y[:, t])
-    blended = np.einsum("nmt,mt->nt", P, W)
-    s = [column_scores(Y[:, t], blended[:, t, None])[0] for t in (0, 1)]
-    return W, float(np.mean(s))
+        mom = moments[t].subset(subset)
+        W[subset, t] = _fit_target(mom)
+        scores.append(mom.score(W[subset, t]))
+    return W, float(np.mean(scores))
 
 
-def _budgeted_members(P, Y, costs, budget) -> list[int]:
+def _budgeted_members(moments, costs, budget) -> list[int]:
     """Forward selection of distinct members by marginal gain in mean score
     per unit cost, while the budget allows and the gain is positive."""
     chosen: list[int] = []
-    current = -np.inf
+    current = 0.0
     spent = 0.0
     while True:
         best = None
-        for m in range(P.shape[1]):
+        for m in range(costs.size):
             if m in chosen or spent + costs[m] > budget:
                 continue
-            _, s = _fit_subset(P, Y, chosen + [m])
-            gain = s - current if chosen else s
-            ratio = gain / max(costs[m], 1e-12)
-            if gain > 0 and (best is None or ratio > best[0]):
+            _, s = _fit_subset(moments, chosen + [m], costs.size)
+            ratio = (s - current) / max(costs[m], 1e-12)
+            if s > current and (best is None or ratio > best[0]):
                 best = (ratio, m, s)
         if best is None:
             return chosen
@@ -260,16 +262,18 @@ def weighted_blend(P, Y, *, shrinkage=0.3, costs=None, budget=None) -> np.ndarra
     costs = check_costs(costs, budget, n_members)
     if not 0.0 <= shrinkage <= 1.0:
         raise ValueError(f"shrinkage must be in [0, 1], got {shrinkage}")
+    moments = [TargetMoments(Y[:, t], P[:, :, t]) for t in (0, 1)]
     if budget is None:
         selected = list(range(n_members))
     else:
         if costs.min() > budget:
             raise BudgetError(f"no member fits the latency budget {budget:g} "
                               f"(cheapest costs {costs.min():g}); raise the budget")
-        selected = _budgeted_members(P, Y, costs, budget)
+        selected = _budgeted_members(moments, costs, budget)
         if not selected:
-            selected = [int(np.argmax(member_scores(P, Y).mean(axis=1) - np.inf * (costs > budget)))]
-    W_fit = _fit_subset(P, Y, selected)[0] if shrinkage < 1.0 else np.zeros((n_members, 2))
+            affordable = np.where(costs <= budget, member_scores(P, Y).mean(axis=1), -np.inf)
+            selected = [int(np.argmax(affordable))]
+    W_fit = _fit_subset(moments, selected, n_members)[0] if shrinkage < 1.0 else np.zeros((n_members, 2))
     return (1.0 - shrinkage) * W_fit + shrinkage * uniform_weights(n_members, selected)
 
 
@@ -278,19 +282,20 @@ def fit_post_scale(pred2, Y, grid=None) -> np.ndarray:
 
     The metric is scale invariant except through the +-CLIP clip and the
     sign, so the search is a grid over both signs and magnitudes (1 always
-    included, so the result never scores below no scaling on this data).
+    included, so the result never scores below no scaling on this data;
+    among equal scores the magnitude nearest 1 wins).
     Use it only when a cross-fitted check shows it helps on held-out rows.
     """
     pred2 = np.asarray(pred2, dtype=np.float64)
     Y = np.asarray(Y, dtype=np.float64)
     if pred2.ndim != 2 or pred2.shape[1] != 2 or pred2.shape != Y.shape:
         raise ValueError(f"expected [N, 2] arrays, got {pred2.shape} and {Y.shape}")
-    mags = np.geomspace(0.05, 20.0, 49) if grid is None else np.asarray(grid, dtype=np.float64)
+    mags = np.geomspace(0.02, 50.0, 161) if grid is None else np.asarray(grid, dtype=np.float64)
     cands = np.unique(np.concatenate([[1.0], mags, -mags]))
     scale = np.ones(2)
     for t in (0, 1):
-        s = column_scores(Y[:, t], pred2[:, t, None] * cands[None, :])
-        best = int(np.argmax(s))
-        if s[best] > s[cands == 1.0][0]:
-            scale[t] = cands[best]
+        s = scaled_scores(Y[:, t], pred2[:, t], cands)
+        if s.max() > s[cands == 1.0][0]:
+            tied = np.nonzero(s >= s.max() - 1e-12)[0]                  # prefer the scale nearest 1
+            scale[t] = cands[tied[np.argmin(np.abs(np.log(np.abs(cands[tied]))))]]
     return scale
