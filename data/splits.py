@@ -53,3 +53,15 @@ def split_info(tune_frac: float = DEFAULT_TUNE_FRAC, seed: int = DEFAULT_SPLIT_S
                tune_from: str = "valid") -> dict:
     """What every spec records about the split."""
     return {"tune_frac": tune_frac, "seed": seed, "tune_from": tune_from}
+
+
+def row_roles(valid_mask: np.ndarray, tune_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per need-prediction row of the valid file (file order): (sequence index, is-tune flag).
+
+    Bundles store ``valid_pred`` as the need-prediction rows of the valid file in
+    file order; this maps those rows back to their sequence and role.
+    """
+    valid_mask = np.asarray(valid_mask, dtype=bool)
+    seq_of_row = np.repeat(np.arange(valid_mask.shape[0]), valid_mask.sum(axis=1))
+    is_tune = np.isin(seq_of_row, np.asarray(tune_idx))
+    return seq_of_row, is_tune

@@ -1,0 +1,59 @@
+"""CLI: multi-seed retraining and ensemble selection."""
+
+from __future__ import annotations
+
+from .cli import _args, command
+
+
+def _retrain_args(p):
+    p.add_argument("--from", dest="sweep", required=True, help="sweep name, sweep folder or leaderboard.json")
+    p.add_argument("--top-k", type=int, default=2)
+    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--data", default=None, help="DIR (default: the data the sweep used)")
+    p.add_argument("--resources", default=None, help="per retrain, e.g. cpu=1,gpu=0.5")
+    p.add_argument("--ray-address", default=None)
+    p.add_argument("--max-epochs", type=int, default=None)
+    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--name", default=None)
+
+
+@command("retrain", "retrain the sweep's top-K configs per family with several seeds (Ray)")
+@_args(_retrain_args)
+def cmd_retrain(args):
+    from .training.retrain import run_retrain
+    s = run_retrain(args.sweep, top_k=args.top_k, seeds=args.seeds, data_dir=args.data, resources=args.resources,
+                    ray_address=args.ray_address, tracking_uri=args.tracking_uri, name=args.name,
+                    max_epochs=args.max_epochs)
+    print(f"{len(s['bundles'])} bundles in {s['bundles_dir']}; {len(s['failed'])} failed; summary {s['path']}")
+    for f in s["failed"]:
+        print(f"  failed {f['name']}: {f['error'][:200]}")
+
+
+def _ensemble_args(p):
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoints", default=None, help="folder of checkpoint bundles (searched recursively)")
+    src.add_argument("--from-mlflow", default=None, metavar="EXPERIMENT", help="use the bundle artifacts of its runs")
+    p.add_argument("--data", default=None, help="DIR holding the valid file (default: from the bundles)")
+    p.add_argument("--budget-minutes", type=float, default=60.0, help="time limit for 1500 test sequences")
+    p.add_argument("--safety", type=float, default=2.0, help="the budget is divided by this margin")
+    p.add_argument("--methods", default="uniform,greedy,weighted")
+    p.add_argument("--out", default=None, help="ensemble spec JSON to write")
+    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--no-mlflow", action="store_true")
+
+
+@command("ensemble", "choose ensemble members and weights on tune, report on report, write the spec")
+@_args(_ensemble_args)
+def cmd_ensemble(args):
+    from .ensemble.stage import format_table, run_ensemble
+    s = run_ensemble(checkpoints=args.checkpoints, from_mlflow=args.from_mlflow, data_dir=args.data,
+                     budget_minutes=args.budget_minutes, safety=args.safety, out=args.out,
+                     methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+                     tracking_uri=args.tracking_uri, use_mlflow=not args.no_mlflow)
+    for r in s["rejected"]:
+        print(f"rejected {r['bundle']}: {r['reason']}")
+    print(format_table(s["spec"]))
+    print(f"spec: {s['spec_path']}")
+    if "champion" in s:
+        print("registered as champion" if s["champion"] else
+              f"registered version {s['registry_version']}; champion unchanged")

@@ -1,0 +1,201 @@
+"""Multi-seed retraining of a sweep's winners, in parallel on Ray.
+
+For each family, the top-K leaderboard entries are retrained with S new seeds
+on the full fit data (the sweep may have subsampled), each as a Ray task with
+the same per-trial resources as the sweep (fractional GPUs, ``RAY_ADDRESS``).
+A retrain that fails is reported and skipped; the others go on.
+
+Output, under ``<run_dir>/retrain/<name>/``:
+    bundles/<family>-<trial>-s<seed>/   one checkpoint bundle per retrain
+    retrain.json                        bundles, failures, parent configs
+
+MLflow: experiment ``retrain``, one parent run per stage and a child run per
+member (seed, parent config, sweep), plus the seed-diversity report on the
+parent: the member correlation matrix and the gain from averaging k seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+
+import numpy as np
+
+from ..data.metric import score
+from ..data.splits import row_roles, split_roles
+from ..errors import UserError
+from .bundle import load_bundle
+
+log = logging.getLogger("lobsweep.retrain")
+SEED_BASE = 10_000          # retrain seeds never coincide with sweep trial seeds
+
+
+def plan_jobs(board: dict, top_k: int, seeds: int, max_epochs: int | None = None) -> list[dict]:
+    """One job per (leaderboard entry, seed) for the top ``top_k`` entries of each family."""
+    if top_k < 1 or seeds < 1:
+        raise UserError(f"--top-k and --seeds must be >= 1, got {top_k} and {seeds}")
+    jobs = []
+    for family, entries in board.get("families", {}).items():
+        for rank, e in enumerate(entries[:top_k]):
+            tcfg = dict(e.get("train_config") or {})
+            if max_epochs:
+                tcfg["epochs"] = int(max_epochs)
+                tcfg["swa_epochs"] = min(int(tcfg.get("swa_epochs", 0)), int(max_epochs))
+            for s in range(seeds):
+                jobs.append({"family": family, "hparams": e["hparams"], "train_config": tcfg,
+                             "features": e.get("features") or {}, "seed": SEED_BASE + 100 * rank + s,
+                             "parent_trial": e["trial_id"], "parent_bundle": e.get("bundle"), "rank": rank,
+                             "name": f"{family}-{e['trial_id']}-s{s}"})
+    if not jobs:
+        raise UserError("the leaderboard has no completed trials to retrain")
+    return jobs
+
+
+def _run_job(job: dict, data_dir: str, out_root: str, prepare_kwargs: dict, tracking: dict | None) -> dict:
+    """Train one member; never raises (a failure becomes a record)."""
+    import torch
+    from .member import train_member
+    try:
+        torch.set_num_threads(max(1, int(job.get("threads", 1))))
+        b = train_member(data_dir, job["family"], os.path.join(out_root, job["name"]),
+                         hparams=job["hparams"], train_cfg=job["train_config"], features_spec=job["features"],
+                         seed=job["seed"], prepare_kwargs=prepare_kwargs,
+                         tracking=tracking and {**tracking, "run_name": job["name"],
+                                                "tags": {**tracking.get("tags", {}),
+                                                         "parent_config": job["parent_trial"]}},
+                         extra_spec={"parent_trial": job["parent_trial"], "sweep": tracking and
+                                     tracking.get("tags", {}).get("sweep")})
+        return {"ok": True, "name": job["name"], "bundle": b.path, "metrics": b.spec["metrics"], **_key(job)}
+    except Exception as exc:             # reported and skipped; the other retrains go on
+        return {"ok": False, "name": job["name"], "error": f"{type(exc).__name__}: {exc}", **_key(job)}
+
+
+def _key(job: dict) -> dict:
+    return {"family": job["family"], "parent_trial": job["parent_trial"], "seed": job["seed"]}
+
+
+def run_retrain(sweep: str, *, top_k: int = 2, seeds: int = 2, data_dir: str | None = None,
+                resources=None, ray_address: str | None = None, tracking_uri: str | None = None,
+                run_dir: str | None = None, name: str | None = None, max_epochs: int | None = None,
+                use_mlflow: bool = True) -> dict:
+    """Retrain the sweep's top-K configs per family with ``seeds`` seeds each. Returns the summary."""
+    from .. import tracking as trk
+    from ..tuning.ray_setup import parse_resources, ray_session
+    from ..tuning.sweep import load_leaderboard
+    from .prepare import prepare
+
+    res = parse_resources(resources)
+    board = load_leaderboard(sweep, run_dir=run_dir)
+    jobs = plan_jobs(board, top_k, seeds, max_epochs)
+    data_dir = data_dir or _data_dir_of(board)
+    name = name or f"{board['sweep']}-retrain"
+    root = os.path.join(trk.run_dir(run_dir), "retrain", name)
+    out_root = os.path.join(root, "bundles")
+    os.makedirs(out_root, exist_ok=True)
+    cache = os.path.join(trk.run_dir(run_dir), "cache")
+    prepare_kwargs = {"cache_dir": cache}
+    for spec in {json.dumps(j["features"], sort_keys=True) for j in jobs}:   # warm the cache before workers
+        prepare(data_dir, json.loads(spec), **prepare_kwargs)
+
+    tracking, parent = None, None
+    if use_mlflow:
+        import mlflow
+        exp = trk.ensure_experiment("retrain", tracking_uri, run_dir)
+        parent = mlflow.start_run(experiment_id=exp, run_name=name, tags={"stage": "retrain", "sweep": board["sweep"]})
+        mlflow.log_params({"top_k": top_k, "seeds": seeds, "sweep": board["sweep"], "jobs": len(jobs)})
+        tracking = {"experiment": "retrain", "uri": trk.tracking_uri(tracking_uri, run_dir), "stage": "retrain",
+                    "parent_run_id": parent.info.run_id, "tags": {"sweep": board["sweep"]}}
+        mlflow.end_run()
+    t0 = time.perf_counter()
+    with ray_session(ray_address, num_cpus=None, temp_dir=os.path.join(root, "ray")) as ray:
+        for j in jobs:
+            j["threads"] = max(1, int(res["cpu"]))
+        remote = ray.remote(num_cpus=res["cpu"], num_gpus=res["gpu"], max_retries=1)(_run_job)
+        refs = [remote.remote(j, data_dir, out_root, prepare_kwargs, tracking) for j in jobs]
+        results = []
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            r = ray.get(done[0])
+            results.append(r)
+            status = "ok" if r["ok"] else f"FAILED ({r['error'][:120]})"
+            print(f"[retrain {len(results)}/{len(jobs)}] {r['name']}: {status}", flush=True)
+    ok = [r for r in results if r["ok"]]
+    failed = [r for r in results if not r["ok"]]
+    summary = {"format": "lobsweep.retrain/1", "name": name, "sweep": board["sweep"], "data_dir": data_dir,
+               "bundles_dir": out_root, "bundles": sorted(r["bundle"] for r in ok), "failed": failed,
+               "results": sorted(results, key=lambda r: r["name"]), "seconds": time.perf_counter() - t0}
+    if ok and use_mlflow:
+        _diversity_report(summary, parent.info.run_id)
+    path = os.path.join(root, "retrain.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(summary, f, indent=1, default=str)
+    os.replace(path + ".tmp", path)
+    summary["path"] = path
+    if not ok:
+        raise UserError(f"every retrain failed; first error: {failed[0]['error']}")
+    return summary
+
+
+def _data_dir_of(board: dict) -> str:
+    for es in board.get("families", {}).values():
+        for e in es:
+            if e.get("bundle") and os.path.isdir(e["bundle"]):
+                d = load_bundle(e["bundle"]).spec["data"].get("data_dir")
+                if d:
+                    return d
+    raise UserError("cannot tell which data the sweep used; pass --data DIR")
+
+
+def seed_averaging_gain(preds: list[np.ndarray], y: np.ndarray) -> list[float]:
+    """Mean score of the average of the first k seeds, k = 1..len(preds)."""
+    return [score(y, np.mean(preds[:k], axis=0))["mean"] for k in range(1, len(preds) + 1)]
+
+
+def _diversity_report(summary: dict, parent_run_id: str) -> None:
+    """Correlation matrix of members and the k-seed averaging curve, on the report split."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mlflow
+    from ..data.loader import load
+    bundles = [load_bundle(p) for p in summary["bundles"]]
+    split = bundles[0].spec["data"]["split"]
+    valid = load(os.path.join(summary["data_dir"], "valid.parquet"))
+    tune_idx, _ = split_roles(valid.seq_ix, split["tune_frac"], split["seed"])
+    _, is_tune = row_roles(valid.mask, tune_idx) if split.get("tune_from", "valid") == "valid" else \
+        (None, np.zeros(int(valid.mask.sum()), dtype=bool))
+    rep = ~is_tune
+    y = valid.Y[valid.mask][rep]
+    P = np.stack([b.valid_pred[rep] for b in bundles], axis=1)           # [rows, M, 2]
+    names = [b.name for b in bundles]
+    with mlflow.start_run(run_id=parent_run_id):
+        fig, axes = plt.subplots(1, 2, figsize=(5 + 0.5 * len(names), 4 + 0.25 * len(names)))
+        for k, ax in enumerate(axes):
+            c = np.corrcoef(P[:, :, k].T)
+            im = ax.imshow(c, vmin=min(0.0, c.min()), vmax=1.0, cmap="viridis")
+            ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
+            ax.set_yticks(range(len(names)), names, fontsize=6)
+            ax.set_title(f"t{k} prediction correlation")
+            fig.colorbar(im, ax=ax, fraction=0.046)
+        fig.tight_layout()
+        mlflow.log_figure(fig, "member_correlation.png")
+        plt.close(fig)
+        groups: dict[str, list[int]] = {}
+        for i, b in enumerate(bundles):
+            groups.setdefault(f"{b.spec['family']}:{b.spec.get('parent_trial')}", []).append(i)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        curves = {}
+        for g, idx in groups.items():
+            curve = seed_averaging_gain([P[:, i] for i in idx], y)
+            curves[g] = curve
+            ax.plot(range(1, len(curve) + 1), curve, marker="o", label=g)
+        ax.set_xlabel("seeds averaged (k)"), ax.set_ylabel("report mean score"), ax.legend(fontsize=6)
+        ax.set_title("gain from averaging seeds")
+        fig.tight_layout()
+        mlflow.log_figure(fig, "seed_averaging_gain.png")
+        plt.close(fig)
+        mlflow.log_dict({"members": names, "seed_averaging": curves}, "seed_diversity.json")
+        summary["seed_averaging"] = curves
