@@ -57,3 +57,29 @@ def cmd_ensemble(args):
     if "champion" in s:
         print("registered as champion" if s["champion"] else
               f"registered version {s['registry_version']}; champion unchanged")
+
+
+@command("import-checkpoints", "validate bundles trained elsewhere, add them to the member pool, trigger the ensemble")
+@_args(lambda p: (p.add_argument("dir", help="folder of bundles (searched recursively)"),
+                  p.add_argument("--data", required=True, help="DIR holding the valid file the bundles must match"),
+                  p.add_argument("--tracking-uri", default=None),
+                  p.add_argument("--no-mlflow", action="store_true"),
+                  p.add_argument("--no-event", action="store_true")))
+def cmd_import(args):
+    import sys
+    from .training.imports import import_checkpoints
+    s = import_checkpoints(args.dir, args.data, tracking_uri=args.tracking_uri, use_mlflow=not args.no_mlflow,
+                           emit=not args.no_event)
+    for a in s["accepted"]:
+        print(f"imported {a['source']} -> {a['bundle']}")
+    for r in s["rejected"]:
+        print(f"rejected {r['bundle']}: {r['reason']}")
+    if s["event"]:
+        print(f"event lobsweep.checkpoints.imported sent ({s['event']}); the ensemble deployment will rerun")
+    elif s["accepted"] and not args.no_event:
+        print("PREFECT_API_URL is not set: no event sent; run `lobsweep ensemble --checkpoints "
+              f"{s['pool']}` or `prefect deployment run ensemble/default`")
+    if not s["accepted"]:
+        sys.exit(2)
+    if s["rejected"]:
+        sys.exit(1)

@@ -5,9 +5,9 @@ on the full fit data (the sweep may have subsampled), each as a Ray task with
 the same per-trial resources as the sweep (fractional GPUs, ``RAY_ADDRESS``).
 A retrain that fails is reported and skipped; the others go on.
 
-Output, under ``<run_dir>/retrain/<name>/``:
-    bundles/<family>-<trial>-s<seed>/   one checkpoint bundle per retrain
-    retrain.json                        bundles, failures, parent configs
+Output: ``<run_dir>/retrain/<name>/retrain.json`` (bundles, failures, parent
+configs), and the bundles in ``<run_dir>/checkpoints/<name>/<family>-<trial>-s<seed>/``,
+the member pool that the ensemble stage reads (imported bundles join it too).
 
 MLflow: experiment ``retrain``, one parent run per stage and a child run per
 member (seed, parent config, sweep), plus the seed-diversity report on the
@@ -92,7 +92,7 @@ def run_retrain(sweep: str, *, top_k: int = 2, seeds: int = 2, data_dir: str | N
     data_dir = data_dir or _data_dir_of(board)
     name = name or f"{board['sweep']}-retrain"
     root = os.path.join(trk.run_dir(run_dir), "retrain", name)
-    out_root = os.path.join(root, "bundles")
+    out_root = os.path.join(trk.run_dir(run_dir), "checkpoints", name)   # the pool every ensemble reads
     os.makedirs(out_root, exist_ok=True)
     cache = os.path.join(trk.run_dir(run_dir), "cache")
     prepare_kwargs = {"cache_dir": cache}
