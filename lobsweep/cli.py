@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-STAGE_COMMAND_MODULES = ("cli_stages", "cli_package", "cli_tuning", "cli_ensemble", "cli_flows")
+STAGE_COMMAND_MODULES = ("cli_stages", "cli_features", "cli_package", "cli_tuning", "cli_ensemble", "cli_flows")
 
 
 def _load_stage_commands() -> None:
