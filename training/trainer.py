@@ -118,6 +118,14 @@ class TrainResult:
     extra: dict = field(default_factory=dict)
 
 
+def _tensor(a: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A tensor over ``a`` (shared memory on CPU); read-only arrays (memory-mapped caches) are copied once."""
+    a = np.asarray(a)
+    if not a.flags.writeable:
+        a = np.array(a)
+    return torch.as_tensor(a, device=device)
+
+
 def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % (2**32))
@@ -156,9 +164,7 @@ class Trainer:
         self.loss_fn = make_loss(cfg.loss, target_weights=cfg.target_weights,
                                  huber_delta=cfg.huber_delta, pearson_coef=cfg.pearson_coef)
         # The train arrays become tensors once; a batch is an index gather.
-        self.Xt = torch.as_tensor(train.X, device=self.device)
-        self.Yt = torch.as_tensor(train.Y, device=self.device)
-        self.Mt = torch.as_tensor(train.mask, device=self.device)
+        self.Xt, self.Yt, self.Mt = (_tensor(a, self.device) for a in (train.X, train.Y, train.mask))
         self.steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         total = self.steps_per_epoch * cfg.epochs

@@ -1,0 +1,125 @@
+"""The ensemble stage over bundles, and importing bundles trained elsewhere (real MLflow, sqlite)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from lobsweep.data.synth import write_dataset
+from lobsweep.ensemble.stage import REGISTERED_MODEL, format_table, run_ensemble
+from lobsweep.errors import UserError
+from lobsweep.training.member import train_member
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    """A synthetic dataset and three small members (two GRU seeds and an LSTM)."""
+    root = tmp_path_factory.mktemp("ens")
+    data = str(root / "data")
+    write_dataset(data, n_train=24, n_valid=16, seed=5)
+    members = []
+    for fam, seed in (("gru", 0), ("gru", 1), ("lstm", 0)):
+        b = train_member(data, fam, str(root / "pool" / f"{fam}-s{seed}"), hparams={"hidden": 16, "layers": 1},
+                         train_cfg={"epochs": 2, "batch_size": 4, "crop_len": 400, "burn_in": 50, "lr": 5e-3},
+                         seed=seed)
+        members.append(b.path)
+    return {"root": root, "data": data, "pool": str(root / "pool"), "members": members}
+
+
+def test_spec_table_and_honest_roles(pool, tmp_path):
+    s = run_ensemble(checkpoints=pool["pool"], run_dir=str(tmp_path / "runs"), n_boot=50, use_mlflow=False)
+    spec = json.load(open(s["spec_path"]))
+    methods = [r["method"] for r in spec["table"]]
+    assert methods == ["uniform", "greedy", "weighted", "best_single"]
+    for r in spec["table"]:
+        assert r["ci_lo"] <= r["mean"] <= r["ci_hi"]
+        assert all(np.isfinite([r["t0"], r["t1"], r["mean"]]))
+    W = np.array(spec["weights"])
+    assert W.shape == (len(spec["members"]), 2) and np.allclose(W.sum(0), 1) and (W >= 0).all()
+    assert spec["cost_ms_per_step"] <= spec["budget_ms_per_step"]
+    assert spec["fraction_of_oracle"] is not None
+    assert spec["method"] in ("uniform", "greedy", "weighted")
+    if spec["method"] != spec["chosen"]:
+        assert spec["fell_back_to_uniform"] and "uniform" in spec["reason"]
+    assert "<- used" in format_table(spec)
+
+
+def test_tight_budget_gives_a_smaller_ensemble_that_fits(pool, tmp_path):
+    loose = run_ensemble(checkpoints=pool["pool"], run_dir=str(tmp_path / "a"), n_boot=20, use_mlflow=False)
+    costs = sorted(json.load(open(os.path.join(m, "latency.json")))["ms_per_step"] for m in pool["members"])
+    # a budget that fits the cheapest member only: minutes = ms * 1500 seq * 1000 steps * safety / 60000
+    minutes = (costs[0] + 0.5 * (costs[1] - costs[0])) * 1500 * 1000 * 2.0 / 60000 + 0.05 * 1500 * 1000 * 2 / 60000
+    tight = run_ensemble(checkpoints=pool["pool"], run_dir=str(tmp_path / "b"), n_boot=20, use_mlflow=False,
+                         budget_minutes=minutes)
+    assert len(tight["spec"]["members"]) < len(pool["members"]) <= 3
+    assert tight["spec"]["cost_ms_per_step"] <= tight["spec"]["budget_ms_per_step"]
+    assert len(loose["spec"]["members"]) >= len(tight["spec"]["members"])
+
+
+def test_mlflow_logging_and_champion_alias(pool, tmp_path):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+    run_dir = str(tmp_path / "runs")
+    first = run_ensemble(checkpoints=pool["pool"], run_dir=run_dir, n_boot=20)
+    assert first["champion"] is True
+    client = MlflowClient()
+    arts = {a.path for a in client.list_artifacts(first["mlflow_run_id"])}
+    assert {"weights_per_target.png", "member_correlation.png", "comparison_table.png",
+            "comparison_table.txt", "ensemble.json"} <= arts
+    # a worse ensemble (one weak member only) is registered but does not take the alias
+    weak = tmp_path / "weak"
+    shutil.copytree(pool["members"][2], weak / "only")
+    second = run_ensemble(checkpoints=str(weak), run_dir=run_dir, n_boot=20)
+    holder = client.get_model_version_by_alias(REGISTERED_MODEL, "champion")
+    if second["spec"]["report"]["mean"] < first["spec"]["report"]["mean"]:
+        assert second["champion"] is False and holder.run_id == first["mlflow_run_id"]
+    else:
+        assert second["champion"] is True and holder.run_id == second["mlflow_run_id"]
+    assert mlflow.get_tracking_uri().startswith("sqlite:")
+
+
+def test_import_checkpoints_accepts_good_rejects_bad(pool, tmp_path, cli):
+    incoming = tmp_path / "incoming"
+    shutil.copytree(pool["members"][0], incoming / "good")
+    shutil.copytree(pool["members"][1], incoming / "wrong-data")
+    spec = json.load(open(incoming / "wrong-data" / "spec.json"))
+    spec["data"]["valid_fingerprint"] = "f" * 32
+    json.dump(spec, open(incoming / "wrong-data" / "spec.json", "w"))
+    shutil.copytree(pool["members"][2], incoming / "truncated")
+    with open(incoming / "truncated" / "weights.pt", "r+b") as f:
+        f.truncate(100)
+    run_dir = tmp_path / "runs"
+    res = cli("import-checkpoints", str(incoming), "--data", pool["data"], "--no-event",
+              env={"LOBSWEEP_RUN_DIR": str(run_dir), "MLFLOW_TRACKING_URI": ""})
+    assert res.returncode == 1, res.stderr                    # partial import
+    out = res.stdout
+    assert "imported" in out and "good" in out
+    assert "wrong-data" in out and "not this valid file" in out
+    assert "truncated" in out and "weights_only" in out
+    imported = run_dir / "checkpoints" / "imported"
+    assert sorted(os.listdir(imported)) == ["good"]
+    import mlflow
+    mlflow.set_tracking_uri(f"sqlite:///{run_dir / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["retrain"], output_format="list")
+    assert [r.data.tags.get("stage") for r in runs] == ["imported"]
+    # the ensemble reruns from the pool alone and includes the imported member
+    s = run_ensemble(checkpoints=str(run_dir / "checkpoints"), run_dir=str(run_dir), n_boot=10, use_mlflow=False,
+                     data_dir=pool["data"])
+    assert any(p.endswith("imported/good") for p in s["spec"]["candidates"])
+
+
+def test_ensemble_bad_inputs(pool, tmp_path):
+    with pytest.raises(UserError, match="exactly one of"):
+        run_ensemble(run_dir=str(tmp_path))
+    with pytest.raises(UserError, match="no bundles"):
+        os.makedirs(tmp_path / "empty")
+        run_ensemble(checkpoints=str(tmp_path / "empty"), run_dir=str(tmp_path))
+    with pytest.raises(UserError, match="budget"):
+        run_ensemble(checkpoints=pool["pool"], budget_minutes=-1, run_dir=str(tmp_path))
