@@ -91,7 +91,11 @@ def cmd_score(args):
     if os.path.isdir(data):
         data = os.path.join(data, "valid.parquet")
     res = score_zip(args.zip, data, progress=not args.json and sys.stderr.isatty(), max_rows=args.max_rows)
-    res.pop("predictions", None)
+    pred = res.pop("predictions", None)
+    from .submission.package import zip_reference_predictions
+    reference = zip_reference_predictions(args.zip)      # None for zips whose bundles are not here
+    if reference is not None and pred is not None and reference.shape[0] >= pred.shape[0]:
+        res["parity_max_abs_diff"] = float(abs(pred - reference[:pred.shape[0]]).max())
     if args.json:
         print(json.dumps(res, default=float))
         return
@@ -100,6 +104,8 @@ def cmd_score(args):
             f"projected {res['projected_minutes_1500_seq']:.1f} min for 1500 sequences")
     if "oracle_fraction" in res:
         line += f", {100 * res['oracle_fraction']:.1f}% of oracle"
+    if "parity_max_abs_diff" in res:
+        line += f", streamed vs offline max |diff| {res['parity_max_abs_diff']:.1e}"
     print(line)
 
 

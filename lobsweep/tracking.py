@@ -101,3 +101,41 @@ def log_history(history: list[dict]) -> None:
     import mlflow
     for h in history:
         mlflow.log_metrics({k: float(v) for k, v in h.items() if k != "epoch"}, step=int(h["epoch"]))
+
+
+LEADERBOARD_COLUMNS = ("tune_mean", "report_mean", "report_t0", "report_t1", "fraction_of_oracle",
+                       "ms_per_step", "params_count")
+
+
+def stage_leaderboard(stage: str, top: int = 20, uri: str | None = None, run_dir_: str | None = None) -> list[dict]:
+    """The runs of one stage's experiment, best report-split mean first (parent runs left out)."""
+    import mlflow
+    from .errors import UserError
+    if stage not in STAGES:
+        raise UserError(f"unknown stage '{stage}'; choose one of {', '.join(STAGES)}")
+    setup(uri, run_dir_)
+    exp = mlflow.get_experiment_by_name(stage)
+    if exp is None:
+        raise UserError(f"no MLflow experiment '{stage}' at {tracking_uri(uri, run_dir_)}; run that stage first")
+    runs = mlflow.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
+                              order_by=["metrics.report_mean DESC"], output_format="list", max_results=1000)
+    rows = []
+    for r in runs:
+        m, t = r.data.metrics, r.data.tags
+        if "report_mean" not in m:
+            continue
+        rows.append({"run": r.info.run_name, "run_id": r.info.run_id, "family": t.get("family", t.get("method", "")),
+                     "seed": t.get("seed", ""), **{k: m.get(k) for k in LEADERBOARD_COLUMNS}})
+    return rows[:top]
+
+
+def format_rows(rows: list[dict]) -> str:
+    if not rows:
+        return "(no finished runs with a report score)"
+    head = f"{'#':>3} {'run':<28}{'family':<14}{'seed':>6}" + "".join(f"{c:>19}" for c in LEADERBOARD_COLUMNS)
+    lines = [head]
+    for i, r in enumerate(rows, 1):
+        vals = "".join(f"{'' if r[c] is None else format(r[c], '.4f' if abs(r[c]) < 100 else '.0f'):>19}"
+                       for c in LEADERBOARD_COLUMNS)
+        lines.append(f"{i:>3} {str(r['run'])[:27]:<28}{str(r['family'])[:13]:<14}{str(r['seed']):>6}{vals}")
+    return "\n".join(lines)

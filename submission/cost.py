@@ -1,0 +1,120 @@
+"""Streaming cost of members and ensembles in the packaged engine (ms per step, one thread).
+
+``member_cost_ms(bundle)`` times a one-member engine (its feature pipeline, its
+model step and the combine: what that member costs alone in a zip) and caches the
+result in the bundle as ``latency.json``; the ensemble stage sums these, which
+over-counts shared pipelines and the fixed per-row work, so the sum is an upper
+bound. ``ensemble_cost_ms(bundles)`` times the fused engine for the whole set.
+
+Timings use synthetic order-book rows (``sample_rows``; the engine's cost does not
+depend on the values), BLAS limited to one thread, a warm-up, and the fastest of
+``repeats`` passes, so noise from other processes on the machine inflates them
+less. They are this machine's numbers: the container's single vCPU may differ.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import tempfile
+import time
+
+import numpy as np
+
+from .engine import VERSION
+from .package import engine_from_bundles
+
+LATENCY_FILE = "latency.json"
+FORMAT = "lobsweep.latency/1"
+
+
+def sample_rows(n: int, seed: int = 0) -> np.ndarray:
+    """float32 [n, 32] plausible raw rows: random-walk mid, six levels per side, four trades."""
+    rng = np.random.default_rng(seed)
+    mid = 1.0 + np.cumsum(rng.normal(0.0, 1e-4, n))
+    levels = 1e-4 * np.arange(1, 7)
+    rows = np.empty((n, 32))
+    rows[:, 0:6] = mid[:, None] - levels
+    rows[:, 6:12] = mid[:, None] + levels
+    rows[:, 12:24] = rng.exponential(1.0, (n, 12))
+    rows[:, 24:28] = mid[:, None] + rng.choice([-1e-4, 1e-4], (n, 4))
+    rows[:, 28:32] = rng.exponential(0.5, (n, 4)) * (rng.random((n, 4)) < 0.5)
+    return rows.astype(np.float32)
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Limit BLAS/OpenMP pools to one thread when threadpoolctl is present (the container has 1 vCPU)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=1):
+        yield
+
+
+def _best_ms(fn, rows: np.ndarray, repeats: int, warmup: int) -> float:
+    """Fastest mean ms per row of ``fn(row)`` over ``repeats`` passes of ``rows``."""
+    for row in rows[:warmup]:
+        fn(row)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for row in rows:
+            fn(row)
+        best = min(best, (time.perf_counter() - t0) * 1000.0 / len(rows))
+    return best
+
+
+def time_engine(engine, steps: int = 3000, repeats: int = 3, warmup: int = 200) -> dict:
+    """{"ms_per_step": whole step, "features_ms": pipelines alone, "model_ms": the difference}."""
+    rows = sample_rows(steps)
+    with one_thread():
+        engine.reset()
+        total = _best_ms(engine.step, rows, repeats, warmup)
+        engine.reset()
+        feats = _best_ms(engine.features, rows, repeats, warmup)
+    engine.reset()
+    return {"ms_per_step": total, "features_ms": feats, "model_ms": max(total - feats, 0.0)}
+
+
+def _read_cache(path: str) -> dict | None:
+    try:
+        with open(path) as fh:
+            cached = json.load(fh)
+    except (OSError, json.JSONDecodeError):
+        return None
+    ok = isinstance(cached, dict) and cached.get("format") == FORMAT and cached.get("engine") == VERSION
+    return cached if ok and isinstance(cached.get("ms_per_step"), (int, float)) else None
+
+
+def member_cost_ms(bundle_dir: str, steps: int = 3000, refresh: bool = False) -> float:
+    """ms per step of one member alone in the packaged engine; cached in ``bundle_dir/latency.json``.
+
+    A cache written by another engine version is measured again; ``refresh`` always re-measures.
+    """
+    path = os.path.join(str(bundle_dir), LATENCY_FILE)
+    cached = None if refresh else _read_cache(path)
+    if cached is not None:
+        return float(cached["ms_per_step"])
+    timing = time_engine(engine_from_bundles([bundle_dir]), steps=steps)
+    record = {"format": FORMAT, "engine": VERSION, **timing, "steps": int(steps),
+              "host": platform.node(), "machine": platform.machine(),
+              "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    fd, tmp = tempfile.mkstemp(prefix=".latency-", suffix=".json", dir=str(bundle_dir))
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(record, fh, indent=1)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return float(timing["ms_per_step"])
+
+
+def ensemble_cost_ms(bundle_dirs: list[str], steps: int = 3000, weights=None) -> float:
+    """Measured ms per step of the fused engine running all of ``bundle_dirs`` together."""
+    return float(time_engine(engine_from_bundles(list(bundle_dirs), weights), steps=steps)["ms_per_step"])

@@ -1,0 +1,290 @@
+"""Package checkpoint bundles into a self-contained submission zip.
+
+The zip (at most ``max_bytes``, 20 MB by default):
+
+    solution.py              submission/solution_template.py: PredictionModel over the engine
+    lsrt_engine/*.py         submission/engine*.py verbatim (numpy only)
+    lsrt_features/*.py       features/*.py verbatim (numpy only; relative imports keep working)
+    model/manifest.json      members (family, config, pipeline index), distinct pipelines as
+                             JSON (fitted normalisers included), weights [M, 2], post_scale [2]
+    model/m000.npz ...       each member's state_dict as float32 arrays
+
+Members whose weights are 0 for both targets are left out (they would cost time
+and bytes and add nothing). The reference the zip must match is
+``offline_predictions``: the per-target weighted average of the members'
+``valid_pred.npy`` (batch forward), times ``post_scale``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+from ..errors import UserError
+from ..features import FeaturePipeline
+from ..models import get_config_class
+from ..models.registry import build_config
+from ..training.bundle import Bundle, load_bundle
+from .engine import FORMAT, FusedEngine
+
+MAX_ZIP_BYTES = 20_000_000            # the scorer's limit: "20 MB", decimal
+SPEC_FORMAT = "lobsweep.ensemble/1"
+ENGINE_FILES = ("engine.py", "engine_ops.py", "engine_rnn.py", "engine_blocks.py")
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_ZIP_DATE = (2020, 1, 1, 0, 0, 0)      # fixed timestamps: the same inputs give the same bytes
+
+
+class PackageError(UserError):
+    """The members, weights or size of a package are not acceptable."""
+
+
+def _bundles(members) -> list[Bundle]:
+    if not members:
+        raise PackageError("no members to package")
+    return [m if isinstance(m, Bundle) else load_bundle(str(m)) for m in members]
+
+
+def check_weights(weights, n_members: int) -> np.ndarray:
+    """float64 [M, 2]: uniform when None; else finite, >= 0, each column summing to 1."""
+    if weights is None:
+        return np.full((n_members, 2), 1.0 / n_members)
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (n_members, 2):
+        raise PackageError(f"weights must be [n_members, 2] = [{n_members}, 2], got shape {list(w.shape)}")
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise PackageError("weights must be finite and non-negative")
+    sums = w.sum(axis=0)
+    if not np.allclose(sums, 1.0, atol=1e-6):
+        raise PackageError(f"each weight column must sum to 1, got t0 {sums[0]:.6g}, t1 {sums[1]:.6g}")
+    return w
+
+
+def _check_post_scale(post_scale) -> np.ndarray:
+    s = np.asarray(post_scale, dtype=np.float64).reshape(-1)
+    if s.shape != (2,) or not np.isfinite(s).all():
+        raise PackageError(f"post_scale must be two finite numbers, got {list(np.ravel(post_scale))}")
+    return s
+
+
+def member_arrays(bundle: Bundle) -> dict[str, np.ndarray]:
+    """The bundle's state_dict as float32 numpy arrays."""
+    return {k: v.detach().cpu().float().numpy() for k, v in bundle.state_dict().items()}
+
+
+def _layout(bundles: list[Bundle]) -> tuple[list[str], list[dict]]:
+    """Distinct pipeline JSON strings, and each member's engine entry (family, config, pipeline).
+
+    Configs are rebuilt through the model registry (types coerced, defaults filled), so equal
+    models group together in the engine whatever their spec.json spelled.
+    """
+    pipelines, index, members = [], {}, []
+    for b in bundles:
+        key = json.dumps(b.spec["features"], sort_keys=True)
+        if key not in index:
+            index[key] = len(pipelines)
+            pipelines.append(key)
+        family = b.spec["family"]
+        config = dataclasses.asdict(build_config(family, get_config_class(family), b.spec["config"]))
+        members.append({"family": family, "config": config, "pipeline": index[key]})
+    return pipelines, members
+
+
+def _names(bundles: list[Bundle]) -> list[str]:
+    """Bundle directory names, or full paths where two names clash."""
+    short = [b.name for b in bundles]
+    return [b.name if short.count(b.name) == 1 else b.path for b in bundles]
+
+
+def _engine(layout: list[dict], arrays: list[dict], pipelines: list[str], w, scale, fuse: bool = True):
+    try:
+        return FusedEngine(layout, arrays, [FeaturePipeline.from_json(p) for p in pipelines], w, scale, fuse=fuse)
+    except (ValueError, KeyError) as exc:
+        raise PackageError(f"cannot build the streaming engine: {exc}") from None
+
+
+def engine_from_bundles(members, weights=None, post_scale=(1.0, 1.0), fuse: bool = True) -> FusedEngine:
+    """The packaged engine, built in-process straight from bundles (costs, benches, tests)."""
+    bundles = _bundles(members)
+    pipelines, layout = _layout(bundles)
+    return _engine(layout, [member_arrays(b) for b in bundles], pipelines, check_weights(weights, len(bundles)),
+                   _check_post_scale(post_scale), fuse)
+
+
+def offline_predictions(members, weights=None, post_scale=(1.0, 1.0)) -> np.ndarray:
+    """float64 [rows, 2]: sum_m weights[m, j] * valid_pred_m[:, j] * post_scale[j]."""
+    bundles = _bundles(members)
+    w = check_weights(weights, len(bundles))
+    shapes = {b.valid_pred.shape for b in bundles}
+    if len(shapes) != 1:
+        raise PackageError(f"members predict different valid files (valid_pred shapes {sorted(shapes)})")
+    P = np.stack([b.valid_pred.astype(np.float64) for b in bundles], axis=1)  # [rows, M, 2]
+    return (P * w[None]).sum(axis=1) * _check_post_scale(post_scale)
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def _write(zf: zipfile.ZipFile, name: str, data: bytes | str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    zf.writestr(info, data)
+    return zf.getinfo(name)
+
+
+def _code_files() -> dict[str, str]:
+    """Zip path -> source of solution.py and the vendored engine and feature packages."""
+    from .. import features
+    files = {"solution.py": open(os.path.join(_HERE, "solution_template.py")).read(),
+             "lsrt_engine/__init__.py": '"""Vendored lob-sweep streaming engine."""\n'
+                                        "from .engine import FORMAT, FusedEngine, load_engine  # noqa: F401\n"}
+    for name in ENGINE_FILES:
+        files[f"lsrt_engine/{name}"] = open(os.path.join(_HERE, name)).read()
+    feat_dir = os.path.dirname(os.path.abspath(features.__file__))
+    for name in sorted(os.listdir(feat_dir)):
+        if name.endswith(".py"):
+            files[f"lsrt_features/{name}"] = open(os.path.join(feat_dir, name)).read()
+    return files
+
+
+def _drop_advice(names: list[str], sizes: list[int], w: np.ndarray, total: int, max_bytes: int) -> list[str]:
+    """Members to drop, lowest mean weight per byte first, until the zip would fit."""
+    order = sorted(range(len(names)), key=lambda i: (w[i].mean() / max(sizes[i], 1), -sizes[i]))
+    drop = []
+    for i in order:
+        if total <= max_bytes:
+            break
+        drop.append(f"{names[i]} ({sizes[i] / 1e6:.2f} MB, weight {w[i, 0]:.3g}/{w[i, 1]:.3g})")
+        total -= sizes[i]
+    return drop
+
+
+def package(members: list[str], out_zip: str, weights: np.ndarray | None = None, post_scale=(1.0, 1.0),
+            max_bytes: int = MAX_ZIP_BYTES) -> dict:
+    """Write the submission zip for ``members`` (bundle dirs) atomically; returns its description.
+
+    ``weights`` [M, 2]: per-target member weights (each column sums to 1; None = uniform).
+    Over ``max_bytes`` nothing is written and PackageError names the members to drop.
+    """
+    bundles = _bundles(members)
+    w = check_weights(weights, len(bundles))
+    scale = _check_post_scale(post_scale)
+    keep = [i for i in range(len(bundles)) if w[i].any()]
+    skipped = [_names(bundles)[i] for i in range(len(bundles)) if i not in keep]
+    bundles, w = [bundles[i] for i in keep], w[keep]
+    names = _names(bundles)
+    arrays = [member_arrays(b) for b in bundles]
+    pipelines, layout = _layout(bundles)
+    _engine(layout, arrays, pipelines, w, scale)          # a bad family or shape fails before anything is written
+
+    entries = [{"name": n, "bundle": b.path, "file": f"m{i:03d}.npz", **m,
+                "valid_fingerprint": b.spec.get("data", {}).get("valid_fingerprint")}
+               for i, (n, b, m) in enumerate(zip(names, bundles, layout))]
+    manifest = {"format": FORMAT, "members": entries, "pipelines": pipelines,
+                "weights": w.tolist(), "post_scale": scale.tolist()}
+
+    out_zip = os.path.abspath(str(out_zip))
+    out_dir = os.path.dirname(out_zip)
+    if not os.path.isdir(out_dir):
+        raise PackageError(f"{out_dir}: output directory does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=".package-", suffix=".zip", dir=out_dir)
+    os.close(fd)
+    try:
+        sizes = []
+        with zipfile.ZipFile(tmp, "w") as zf:
+            for path, text in _code_files().items():
+                _write(zf, path, text)
+            _write(zf, "model/manifest.json", json.dumps(manifest, indent=1))
+            for entry, arr in zip(entries, arrays):
+                sizes.append(_write(zf, "model/" + entry["file"], _npz_bytes(arr)).compress_size)
+        total = os.path.getsize(tmp)
+        if total > max_bytes:
+            drop = _drop_advice(names, sizes, w, total, max_bytes)
+            raise PackageError(f"{os.path.basename(out_zip)}: package would be {total / 1e6:.2f} MB, over the "
+                               f"{max_bytes / 1e6:.2f} MB limit; drop {', '.join(drop)} to fit")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)            # mkstemp makes 0600; a zip is an ordinary file
+        os.replace(tmp, out_zip)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    families: dict[str, int] = {}
+    for m in layout:
+        families[m["family"]] = families.get(m["family"], 0) + 1
+    return {"path": out_zip, "bytes": total, "n_members": len(bundles), "families": families,
+            "n_pipelines": len(pipelines), "member_bytes": dict(zip(names, sizes)), "skipped": skipped,
+            "weights": w.tolist(), "post_scale": scale.tolist()}
+
+
+def read_ensemble_spec(spec_path: str) -> tuple[list[str], np.ndarray | None, tuple[float, float]]:
+    """(member bundle paths, weights [M, 2] or None, post_scale) from an ensemble spec JSON.
+
+    Relative member paths are taken relative to the spec file's directory.
+    """
+    try:
+        with open(spec_path) as fh:
+            spec = json.load(fh)
+    except FileNotFoundError:
+        raise PackageError(f"{spec_path}: ensemble spec not found") from None
+    except json.JSONDecodeError as exc:
+        raise PackageError(f"{spec_path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(spec, dict) or spec.get("format") != SPEC_FORMAT:
+        raise PackageError(f"{spec_path}: not an ensemble spec (expected format {SPEC_FORMAT!r})")
+    if not isinstance(spec.get("members"), list) or not spec["members"]:
+        raise PackageError(f"{spec_path}: 'members' must be a non-empty list of bundle paths")
+    base = os.path.dirname(os.path.abspath(spec_path))
+    members = [m if os.path.isabs(m) else os.path.join(base, m) for m in map(str, spec["members"])]
+    weights = spec.get("weights")
+    post_scale = tuple(spec.get("post_scale") or (1.0, 1.0))
+    return members, None if weights is None else np.asarray(weights, dtype=np.float64), post_scale
+
+
+def package_from_spec(spec_path: str, out_zip: str, max_bytes: int = MAX_ZIP_BYTES) -> dict:
+    """``package`` with the members, weights and post_scale of an ensemble spec JSON."""
+    members, weights, post_scale = read_ensemble_spec(spec_path)
+    return package(members, out_zip, weights=weights, post_scale=post_scale, max_bytes=max_bytes)
+
+
+def read_manifest(zip_path: str) -> dict:
+    with zipfile.ZipFile(zip_path) as zf:
+        return json.loads(zf.read("model/manifest.json"))
+
+
+def zip_reference_predictions(zip_path: str) -> np.ndarray | None:
+    """The offline reference for a lob-sweep zip, when its member bundles still exist here."""
+    try:
+        manifest = read_manifest(zip_path)
+    except (KeyError, zipfile.BadZipFile, OSError, json.JSONDecodeError):
+        return None
+    paths = [m["bundle"] for m in manifest["members"]]
+    if not all(os.path.isdir(p) for p in paths):
+        return None
+    return offline_predictions(paths, manifest["weights"], manifest["post_scale"])
+
+
+def parity_check(zip_path: str, data_path: str, max_rows: int | None = None, tolerance: float = 1e-4) -> dict:
+    """Score the zip step by step on ``data_path`` and compare with the offline reference.
+
+    ``data_path`` must be the valid file the members predicted (same need-prediction rows).
+    Returns the scorer's summary plus ``max_abs_diff`` and ``parity_ok`` (diff <= tolerance).
+    """
+    from .scorer import score_zip
+    reference = zip_reference_predictions(zip_path)
+    if reference is None:
+        raise PackageError(f"{zip_path}: its member bundles are not all on this machine; no offline reference")
+    res = score_zip(zip_path, data_path, progress=False, max_rows=max_rows)
+    P = res.pop("predictions")
+    if max_rows is None and P.shape != reference.shape:
+        raise PackageError(f"{data_path}: {P.shape[0]} scored rows, the members predicted {reference.shape[0]}; "
+                           f"use the valid file they were trained with")
+    diff = float(np.abs(P - reference[:P.shape[0]]).max())
+    return {**res, "max_abs_diff": diff, "parity_ok": diff <= tolerance}
