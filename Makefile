@@ -19,7 +19,7 @@ setup: $(BIN)/python
 
 # The main job on the default (synthetic) data.
 demo: setup
-	$(BIN)/lobsweep demo --run-dir $(RUN_DIR)
+	$(BIN)/lobsweep full-search --profile demo --run-dir $(RUN_DIR)
 
 # The whole suite, slow end-to-end tests included (CI runs this).
 test: setup
@@ -28,6 +28,13 @@ test: setup
 # Local loop: skip the slow end-to-end tests.
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# Prefect server + work pool + worker and an MLflow server with the UI, all on 127.0.0.1.
+serve: setup
+	RUN_DIR=$(RUN_DIR) scripts/serve.sh
+
+stop:
+	RUN_DIR=$(RUN_DIR) scripts/stop.sh
 
 clean:
 	rm -rf $(RUN_DIR) .pytest_cache

@@ -32,6 +32,12 @@ log = logging.getLogger("lobsweep.retrain")
 SEED_BASE = 10_000          # retrain seeds never coincide with sweep trial seeds
 
 
+def feature_spec_of(features: dict | None) -> dict:
+    """The pipeline *spec* from a bundle's fitted pipeline JSON (or a bare spec)."""
+    features = features or {}
+    return features.get("spec", features) if "format" in features else features
+
+
 def plan_jobs(board: dict, top_k: int, seeds: int, max_epochs: int | None = None) -> list[dict]:
     """One job per (leaderboard entry, seed) for the top ``top_k`` entries of each family."""
     if top_k < 1 or seeds < 1:
@@ -45,7 +51,7 @@ def plan_jobs(board: dict, top_k: int, seeds: int, max_epochs: int | None = None
                 tcfg["swa_epochs"] = min(int(tcfg.get("swa_epochs", 0)), int(max_epochs))
             for s in range(seeds):
                 jobs.append({"family": family, "hparams": e["hparams"], "train_config": tcfg,
-                             "features": e.get("features") or {}, "seed": SEED_BASE + 100 * rank + s,
+                             "features": feature_spec_of(e.get("features")), "seed": SEED_BASE + 100 * rank + s,
                              "parent_trial": e["trial_id"], "parent_bundle": e.get("bundle"), "rank": rank,
                              "name": f"{family}-{e['trial_id']}-s{s}"})
     if not jobs:

@@ -1,0 +1,208 @@
+"""Parameter sets of the flows (``demo`` and ``full``) and their validation.
+
+A profile is plain data: the budgets of every stage. ``resolve(profile,
+**overrides)`` lays the caller's values over it, checks every one and returns
+``Settings``, so a bad value ends the flow (and the CLI, exit 2) with one line
+before anything is written or any server, Ray or MLflow store is started.
+
+``demo`` runs the whole chain on the synthetic default (512 train / 128 valid
+sequences) on 2 CPU cores in minutes: subsampled training sequences, crops of
+256 steps, 2 epochs, small models, 3 trials per family, 2 seeds of each
+family's best config. ``full`` is sized for a Ray cluster with GPUs and the
+real 10.7M-row train set: the families' default search spaces, full data,
+ASHA over 30 epochs, 3 seeds of each family's top 3 configs.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from dataclasses import dataclass, field
+
+from ..errors import UserError
+
+DEMO_SPACES = {
+    "gru": {"hidden": {"type": "choice", "values": [16, 32]},
+            "layers": {"type": "choice", "values": [1]},
+            "head_hidden": {"type": "choice", "values": [16]}},
+    "lstm": {"hidden": {"type": "choice", "values": [16, 32]},
+             "layers": {"type": "choice", "values": [1]},
+             "head_hidden": {"type": "choice", "values": [16]}},
+    "gru_attention": {"hidden": {"type": "choice", "values": [16, 32]},
+                      "layers": {"type": "choice", "values": [1]},
+                      "heads": {"type": "choice", "values": [2]},
+                      "window": {"type": "choice", "values": [16, 32]},
+                      "head_hidden": {"type": "choice", "values": [16]}},
+    "transformer": {"hidden": {"type": "choice", "values": [16, 32]},
+                    "layers": {"type": "choice", "values": [1, 2]},
+                    "heads": {"type": "choice", "values": [2]},
+                    "window": {"type": "choice", "values": [16, 32]},
+                    "mlp_ratio": {"type": "choice", "values": [2]},
+                    "head_hidden": {"type": "choice", "values": [16]}},
+    "ssm": {"hidden": {"type": "choice", "values": [16, 32]},
+            "layers": {"type": "choice", "values": [1, 2]},
+            "d_state": {"type": "choice", "values": [4, 8]},
+            "heads": {"type": "choice", "values": [2]},
+            "head_hidden": {"type": "choice", "values": [16]}},
+}
+DEMO_TRAIN_SPACE = {
+    "lr": {"type": "float", "low": 1e-3, "high": 6e-3, "log": True},
+    "batch_size": {"type": "choice", "values": [16, 32]},
+    "loss": {"type": "choice", "values": ["wmse", "combo"]},
+}
+
+PROFILES = {
+    "demo": {
+        "feature_search": {"num_samples": 4, "max_epochs": 1, "max_train_seqs": 128, "time_budget_s": 60.0},
+        "hpo": {"num_samples": 3, "max_epochs": 2, "grace_period": 1, "reduction_factor": 3.0,
+                "time_budget_s": 200.0, "max_train_seqs": 256, "top_k": 1,
+                # crops of 256 steps (32 of burn-in) keep an epoch to seconds on a CPU core
+                "train_fixed": {"crop_len": 256, "burn_in": 32, "patience": 2}},
+        "retrain": {"top_k": 1, "seeds": 2, "max_epochs": 2},
+        "ensemble": {"budget_minutes": 60.0, "safety": 2.0},
+        "resources": "cpu=1",
+    },
+    "full": {
+        "feature_search": {"num_samples": 48, "max_epochs": 4, "max_train_seqs": 2048, "time_budget_s": 7200.0},
+        "hpo": {"num_samples": 64, "max_epochs": 30, "grace_period": 3, "reduction_factor": 3.0,
+                "time_budget_s": 43200.0, "max_train_seqs": None, "top_k": 3, "train_fixed": {"patience": 4}},
+        "retrain": {"top_k": 3, "seeds": 3, "max_epochs": None},
+        "ensemble": {"budget_minutes": 60.0, "safety": 2.0},
+        "resources": "cpu=4,gpu=0.5",
+    },
+}
+
+# flat override name -> (section, key) in a profile
+OVERRIDES = {
+    "num_samples": ("hpo", "num_samples"), "max_epochs": ("hpo", "max_epochs"),
+    "hpo_budget_s": ("hpo", "time_budget_s"), "max_train_seqs": ("hpo", "max_train_seqs"),
+    "top_k": ("retrain", "top_k"), "seeds": ("retrain", "seeds"), "retrain_epochs": ("retrain", "max_epochs"),
+    "feature_samples": ("feature_search", "num_samples"), "feature_budget_s": ("feature_search", "time_budget_s"),
+    "budget_minutes": ("ensemble", "budget_minutes"), "safety": ("ensemble", "safety"),
+}
+_RAY_ADDRESS = re.compile(r"^(auto|local|ray://\S+|[\w.\-]+:\d+)$")
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a flow needs, checked. Stage dicts hold the keyword arguments of the stage functions."""
+
+    profile: str
+    data_dir: str | None               # None: the synthetic default, generated under run_dir on first use
+    run_dir: str                       # absolute
+    families: tuple
+    resources: dict
+    ray_address: str | None = None
+    tracking_uri: str | None = None
+    feature_search: dict = field(default_factory=dict)   # {} when the feature search is off
+    hpo: dict = field(default_factory=dict)
+    retrain: dict = field(default_factory=dict)
+    ensemble: dict = field(default_factory=dict)
+    score: bool = True
+    seed: int = 0
+
+    def default_data_dir(self) -> str:
+        return os.path.join(self.run_dir, "data", "synthetic")
+
+
+def _need(ok: bool, msg: str) -> None:
+    if not ok:
+        raise UserError(msg)
+
+
+def _int(name: str, v, minimum: int = 1, optional: bool = False) -> int | None:
+    if v is None and optional:
+        return None
+    _need(isinstance(v, int) and not isinstance(v, bool) and v >= minimum,
+          f"{name} must be a whole number >= {minimum}, got {v!r}")
+    return int(v)
+
+
+def _pos(name: str, v, optional: bool = True, minimum: float = 0.0, strict: bool = True) -> float | None:
+    if v is None and optional:
+        return None
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (v > minimum if strict else v >= minimum)
+    _need(ok and v == v and v != float("inf"), f"{name} must be a number {'>' if strict else '>='} {minimum:g}, "
+                                               f"got {v!r}")
+    return float(v)
+
+
+def check_data_dir(data_dir: str | None) -> str | None:
+    """None (synthetic default) or an existing folder holding train.parquet and valid.parquet."""
+    if data_dir is None:
+        return None
+    _need(isinstance(data_dir, str) and data_dir != "", f"data_dir must be a folder path, got {data_dir!r}")
+    _need(os.path.isdir(data_dir), f"--data {data_dir}: not a directory (it must hold train.parquet and "
+                                   f"valid.parquet)")
+    for role in ("train", "valid"):
+        _need(os.path.isfile(os.path.join(data_dir, f"{role}.parquet")),
+              f"--data {data_dir}: no {role}.parquet (the folder must hold train.parquet and valid.parquet)")
+    return os.path.abspath(data_dir)
+
+
+def check_run_dir(run_dir: str | None) -> str:
+    path = os.path.abspath(run_dir or os.environ.get("LOBSWEEP_RUN_DIR") or "runs")
+    _need(not os.path.exists(path) or os.path.isdir(path), f"--run-dir {path}: exists and is not a directory")
+    return path
+
+
+def check_endpoints(ray_address: str | None, tracking_uri: str | None) -> None:
+    _need(ray_address is None or (isinstance(ray_address, str) and bool(_RAY_ADDRESS.match(ray_address))),
+          f"--ray-address must be host:port, ray://host:port or auto, got {ray_address!r}")
+    _need(tracking_uri is None or (isinstance(tracking_uri, str) and bool(_URI.match(tracking_uri))),
+          f"--tracking-uri must be a URI such as sqlite:///path/mlflow.db or http://host:5000, got {tracking_uri!r}")
+
+
+def _families(families) -> tuple:
+    from ..tuning.sweep import resolve_families
+    return tuple(resolve_families("all" if families in (None, "", []) else families))
+
+
+def resolve(profile: str = "demo", *, data_dir: str | None = None, run_dir: str | None = None, families=None,
+            resources: str | dict | None = None, ray_address: str | None = None, tracking_uri: str | None = None,
+            feature_search: bool = True, score: bool = True, seed: int = 0, **overrides) -> Settings:
+    """The profile's settings with ``overrides`` (names in ``OVERRIDES``; None keeps the profile's value)."""
+    from ..tuning.ray_setup import parse_resources
+    from ..tuning.sweep import check_settings
+    _need(profile in PROFILES, f"unknown profile {profile!r}; use one of {', '.join(PROFILES)}")
+    unknown = sorted(set(overrides) - set(OVERRIDES))
+    _need(not unknown, f"unknown parameter {', '.join(unknown)}; known: {', '.join(sorted(OVERRIDES))}")
+    p = copy.deepcopy(PROFILES[profile])
+    for name, value in overrides.items():
+        if value is not None:
+            section, key = OVERRIDES[name]
+            p[section][key] = value
+
+    def check(name, fn, **kw):
+        section, key = OVERRIDES[name]
+        p[section][key] = fn(name, p[section][key], **kw)
+    for name in ("num_samples", "max_epochs", "top_k", "seeds", "feature_samples"):
+        check(name, _int)
+    for name in ("max_train_seqs", "retrain_epochs"):
+        check(name, _int, optional=True)
+    for name in ("hpo_budget_s", "feature_budget_s"):
+        check(name, _pos)
+    check("budget_minutes", _pos, optional=False)
+    check("safety", _pos, optional=False, minimum=1.0, strict=False)
+    hpo, fs, rt, ens = p["hpo"], p["feature_search"], p["retrain"], p["ensemble"]
+    hpo["grace_period"] = min(int(hpo["grace_period"]), hpo["max_epochs"])
+    check_settings({**hpo, "max_concurrent": None, "scheduler": "asha", "searcher": "tpe"})
+    check_endpoints(ray_address, tracking_uri)
+    res = parse_resources(resources if resources not in (None, "") else p["resources"])
+    fams = _families(families)
+    if profile == "demo":
+        hpo["spaces"] = {f: {"model": DEMO_SPACES[f], "train": DEMO_TRAIN_SPACE} for f in fams if f in DEMO_SPACES}
+    return Settings(profile=profile, data_dir=check_data_dir(data_dir), run_dir=check_run_dir(run_dir),
+                    families=fams, resources=res, ray_address=ray_address, tracking_uri=tracking_uri,
+                    feature_search=fs if feature_search else {}, hpo=hpo, retrain=rt, ensemble=ens, score=bool(score),
+                    seed=_int("seed", seed, minimum=0))
+
+
+def check_ensemble(checkpoints: str | None, budget_minutes: float, safety: float) -> None:
+    """The ensemble-only flows' parameters."""
+    _need(isinstance(checkpoints, str) and os.path.isdir(checkpoints),
+          f"checkpoints must be a folder of bundles, got {checkpoints!r}")
+    _pos("budget_minutes", budget_minutes, optional=False)
+    _pos("safety", safety, optional=False, minimum=1.0, strict=False)

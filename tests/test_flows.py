@@ -1,0 +1,240 @@
+"""The Prefect flows: caching across runs, reruns of changed stages, retries, parameter checks.
+
+The flow runs happen in-process against one ``prefect_test_harness`` server per
+session. The three expensive stages (feature search, HPO sweep, retraining) are
+replaced by stand-ins that write the same files the real ones do and count
+their calls, so the test sees exactly which stages ran; ensemble, packaging,
+scoring and the MLflow submission run are real, on two tiny trained bundles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lobsweep.cli import main as cli_main
+from lobsweep.data.synth import write_dataset
+from lobsweep.errors import UserError
+from lobsweep.flows import identity, profiles, tasks
+from lobsweep.training.member import train_member
+from lobsweep.tuning.leaderboard import FORMAT as BOARD_FORMAT
+
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
+
+@pytest.fixture(scope="session")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("flows-data")
+    write_dataset(str(d), n_train=16, n_valid=12, seed=1)
+    return str(d)
+
+
+@pytest.fixture(scope="module")
+def bundles(data_dir, tmp_path_factory) -> list[str]:
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("flows-bundles")
+    return [train_member(data_dir, "gru", str(root / f"gru-s{s}"), hparams={"hidden": 8, "layers": 1, "head": "linear"},
+                         train_cfg={"epochs": 1, "batch_size": 8, "device": "cpu"}, seed=s,
+                         prepare_kwargs={"max_train_seqs": 8}).path for s in range(2)]
+
+
+class StandIns:
+    """Feature search, sweep and retrain that write their real outputs from fixed bundles, counting calls."""
+
+    def __init__(self, bundles):
+        self.bundles, self.calls = bundles, {"feature-search": 0, "hpo": 0, "retrain": 0}
+
+    def feature_search(self, data_dir, *, name, run_dir, **kw):
+        self.calls["feature-search"] += 1
+        d = os.path.join(run_dir, "feature_search", name)
+        os.makedirs(d)
+        json.dump({"spec": {}}, open(os.path.join(d, "best_features.json"), "w"))
+        return {"name": name}
+
+    def sweep(self, data_dir, families, *, name, run_dir, **kw):
+        self.calls["hpo"] += 1
+        d = os.path.join(run_dir, "sweeps", name)
+        os.makedirs(d, exist_ok=True)
+        board = {"format": BOARD_FORMAT, "sweep": name, "top_k": 1, "counts": {}, "families": {}, "overall": []}
+        path = os.path.join(d, "leaderboard.json")
+        json.dump(board, open(path, "w"))
+        return {"name": name, "sweep_dir": d, "leaderboard": path, "counts": {}, "n_trials": 0,
+                "budget_exhausted": False, "mlflow": {}, "table": "stand-in leaderboard"}
+
+    def retrain(self, leaderboard, *, run_dir, name, **kw):
+        self.calls["retrain"] += 1
+        out = os.path.join(run_dir, "checkpoints", name)
+        results = []
+        for b in self.bundles:
+            dest = os.path.join(out, os.path.basename(b))
+            shutil.rmtree(dest, ignore_errors=True)
+            shutil.copytree(b, dest)
+            results.append({"ok": True, "name": os.path.basename(b), "family": "gru", "seed": 0,
+                            "metrics": json.load(open(os.path.join(b, "spec.json")))["metrics"]})
+        return {"bundles_dir": out, "bundles": [r["name"] for r in results], "failed": [], "results": results}
+
+
+@pytest.fixture
+def stand_ins(bundles, monkeypatch):
+    s = StandIns(bundles)
+    monkeypatch.setattr("lobsweep.tuning.feature_search.run_feature_search", s.feature_search)
+    monkeypatch.setattr("lobsweep.tuning.sweep.run_sweep", s.sweep)
+    monkeypatch.setattr("lobsweep.training.retrain.run_retrain", s.retrain)
+    return s
+
+
+def ran(out) -> dict:
+    return {st["stage"]: not st["cached"] for st in out["steps"]}
+
+
+def test_full_search_is_cached_and_reruns_what_changed(harness, stand_ins, data_dir, tmp_path, capsys, caplog):
+    from mlflow.tracking import MlflowClient
+    from lobsweep.flows.full_search import full_search
+    run_dir = str(tmp_path / "runs")
+    kw = dict(data_dir=data_dir, run_dir=run_dir, families="gru", profile="demo")
+
+    caplog.set_level("INFO")
+    first = full_search(**kw)
+    assert all(ran(first).values()) and len(ran(first)) == 8
+    zip_path = first["package"]["zip"]
+    assert os.path.isfile(zip_path) and zip_path.startswith(run_dir)
+    assert 0 < first["score"]["rows"] < 12 * 901                       # the report split only
+    printed = capsys.readouterr().out + caplog.text                  # stdout, or the flow run log
+    for needle in ("stand-in leaderboard", "chosen on tune", "% of the oracle", f"zip: {zip_path}",
+                   f"mlflow ui --backend-store-uri sqlite:///{run_dir}/mlflow.db --host 127.0.0.1"):
+        assert needle in printed
+    client = MlflowClient(tracking_uri=first["tracking_uri"])
+    sub = client.get_run(first["submission_run"]["run_id"])
+    assert sub.data.metrics["report_mean"] == pytest.approx(first["score"]["weighted_pearson"])
+    assert "fraction_of_oracle" in sub.data.metrics and sub.data.tags["zip_path"] == zip_path
+    assert "submission.zip" in [a.path for a in client.list_artifacts(sub.info.run_id)]
+
+    second = full_search(**kw)
+    assert not any(v for k, v in ran(second).items() if k != "data")
+    assert stand_ins.calls == {"feature-search": 1, "hpo": 1, "retrain": 1}
+    assert second["package"]["zip"] == zip_path and second["score"] == first["score"]
+
+    third = full_search(**kw, budget_minutes=30.0)                     # an ensemble input changed
+    assert ran(third) == {"data": True, "ensemble": True, "package": True, "score": True, "log-submission": True,
+                          "feature-search": False, "hpo": False, "retrain": False}
+    assert stand_ins.calls == {"feature-search": 1, "hpo": 1, "retrain": 1}
+
+    train = os.path.join(data_dir, "train.parquet")
+    st = os.stat(train)
+    os.utime(train, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))      # the data changed: everything reruns
+    fourth = full_search(**kw, budget_minutes=30.0, score=False)
+    assert all(ran(fourth).values()) and "score" not in ran(fourth)
+    assert stand_ins.calls == {"feature-search": 2, "hpo": 2, "retrain": 2}
+
+
+@pytest.mark.parametrize("exc, retried", [(UserError("bad value"), False), (ValueError("a bug"), False),
+                                          (OSError("disk went away"), True), (TimeoutError(), True)])
+def test_only_transient_errors_are_retried(harness, exc, retried):
+    from prefect import flow
+    calls = []
+
+    @tasks.stage_task("flaky", retries=2, cache=False)
+    def flaky():
+        calls.append(1)
+        raise exc
+
+    @flow
+    def once() -> bool:
+        return flaky.with_options(retry_delay_seconds=0)(return_state=True).is_failed()
+
+    assert once() and len(calls) == (3 if retried else 1)
+
+
+def test_ray_failures_count_as_transient_but_user_errors_inside_them_do_not():
+    ray_error = type("RayTaskError", (RuntimeError,), {"__module__": "ray.exceptions"})
+    wrapped_user_error = type("RayTaskError(UserError)", (ray_error, UserError), {"__module__": "ray.exceptions"})
+    assert tasks.is_transient(ray_error("worker died"))
+    assert not tasks.is_transient(wrapped_user_error("bad spec"))
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--profile", "huge"], "unknown profile 'huge'"),
+    (["--num-samples", "0"], "num_samples must be a whole number >= 1"),
+    (["--families", "gru,nope"], "unknown model family 'nope'"),
+    (["--resources", "cpu=0"], "cpu must be > 0"),
+    (["--tracking-uri", "mlflow.db"], "--tracking-uri must be a URI"),
+    (["--ray-address", "head node"], "--ray-address must be host:port"),
+    (["--data", "/no/such/folder"], "/no/such/folder: not a directory"),
+])
+def test_bad_parameters_fail_in_one_line_before_anything_is_written(args, needle, tmp_path, capsys):
+    run_dir = tmp_path / "runs"
+    rc = cli_main(["full-search", "--run-dir", str(run_dir), *args])
+    err = capsys.readouterr().err
+    assert rc == 2 and needle in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not run_dir.exists()
+
+
+def test_flow_checks_parameters_before_any_work(tmp_path):
+    from lobsweep.flows.full_search import full_search
+    from lobsweep.flows.stages import ensemble_flow
+    with pytest.raises(UserError, match="max_epochs"):
+        full_search.fn(run_dir=str(tmp_path / "a"), max_epochs=0)
+    with pytest.raises(UserError, match="checkpoints must be a folder"):
+        ensemble_flow.fn(checkpoints=str(tmp_path / "missing"), run_dir=str(tmp_path / "b"))
+    assert os.listdir(tmp_path) == []
+
+
+def test_demo_profile_is_small_and_every_sample_builds_a_model():
+    import itertools
+    from lobsweep.models import create_model, list_models
+    from lobsweep.search_spaces import sweep_space
+    s = profiles.resolve("demo")
+    assert set(s.families) == set(list_models()) == set(profiles.DEMO_SPACES)
+    assert s.hpo["train_fixed"]["crop_len"] <= 256 and s.hpo["max_epochs"] <= 3 and s.retrain["seeds"] == 2
+    for fam, space in s.hpo["spaces"].items():
+        sweep_space(fam, **space)                                    # every key is a real field
+        choices = {k: d["values"] for k, d in space["model"].items()}
+        for combo in itertools.product(*choices.values()):
+            model = create_model(fam, **dict(zip(choices, combo)))
+            assert sum(p.numel() for p in model.parameters()) < 60_000
+    full = profiles.resolve("full", max_epochs=2)
+    assert full.hpo["grace_period"] == 2 and "spaces" not in full.hpo           # the families' own spaces
+    assert full.resources["gpu"] > 0 and full.hpo["max_train_seqs"] is None
+
+
+def test_identity_changes_when_a_file_is_rewritten_not_when_read(data_dir, bundles, tmp_path):
+    d = tmp_path / "d"
+    shutil.copytree(data_dir, d)
+    before = identity.data_identity(str(d))
+    pd.read_parquet(d / "valid.parquet")
+    assert identity.data_identity(str(d)) == before
+    shutil.copy(d / "valid.parquet", d / "copy.parquet")
+    os.replace(d / "copy.parquet", d / "valid.parquet")
+    assert identity.data_identity(str(d)) != before
+    pool = tmp_path / "pool"
+    shutil.copytree(os.path.dirname(bundles[0]), pool)
+    ids = identity.bundles_identity(str(pool))
+    assert sorted(ids) == sorted(os.path.basename(b) for b in bundles)
+    (pool / os.path.basename(bundles[0]) / "latency.json").write_text("{}")   # added by the ensemble stage
+    assert identity.bundles_identity(str(pool)) == ids
+
+
+def test_report_split_file_holds_the_report_sequences_whole_and_in_order(data_dir, tmp_path):
+    from lobsweep.data.splits import split_roles
+    valid = pd.read_parquet(os.path.join(data_dir, "valid.parquet"))
+    out = tasks.write_report_split(os.path.join(data_dir, "valid.parquet"), {"tune_frac": 0.5, "seed": 0},
+                                   str(tmp_path / "report.parquet"))
+    rep = pd.read_parquet(out)
+    ids = pd.unique(valid["seq_ix"])
+    _, report_idx = split_roles(ids, 0.5, 0)
+    assert list(pd.unique(rep["seq_ix"])) == [i for i in ids if i in set(ids[report_idx])]
+    assert (rep.groupby("seq_ix").size() == 1000).all()
+    np.testing.assert_array_equal(rep.to_numpy(), valid[valid["seq_ix"].isin(ids[report_idx])].to_numpy())
