@@ -5,7 +5,7 @@
 On one synthetic dataset and one space (the gru family, crops of 256 steps),
 both sweeps run the same number of trials in one Ray session:
 
-    (a) ASHA (grace 1, reduction factor 3) with Optuna TPE
+    (a) ASHA (grace 1, reduction factor 3 unless --grace / --rf) with Optuna TPE
     (b) random search, FIFO: every trial trains max_t epochs (patience off)
 
 and it prints each one's best tune score (the best epoch of any trial), the
@@ -72,6 +72,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-epochs", type=int, default=9)
     ap.add_argument("--n-train", type=int, default=64)
     ap.add_argument("--n-valid", type=int, default=32)
+    ap.add_argument("--grace", type=int, default=1, help="ASHA grace period (epochs)")
+    ap.add_argument("--rf", type=float, default=3.0, help="ASHA reduction factor")
     ap.add_argument("--cpus", type=int, default=2, help="logical CPUs of the local Ray (1 per trial)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="folder for data and runs (default: a temp dir)")
@@ -89,7 +91,7 @@ def main(argv=None) -> int:
                   train_fixed={"patience": args.max_epochs})
     stamp = time.strftime("%H%M%S")
     with ray_session(num_cpus=args.cpus, temp_dir=tempfile.mkdtemp(prefix="ab-", dir="/tmp")):
-        asha = run_arm(data, f"asha-{stamp}", common, grace_period=1, reduction_factor=3,
+        asha = run_arm(data, f"asha-{stamp}", common, grace_period=args.grace, reduction_factor=args.rf,
                        scheduler="asha", searcher="tpe")
         full = run_arm(data, f"random-{stamp}", common, grace_period=args.max_epochs,
                        scheduler="fifo", searcher="random")
@@ -102,7 +104,7 @@ def main(argv=None) -> int:
             needed = i
             break
     print(f"data: {args.n_train} fit / {args.n_valid} valid sequences; {args.trials} trials per arm, "
-          f"max_t {args.max_epochs}")
+          f"max_t {args.max_epochs}, ASHA grace {args.grace} rf {args.rf:g}")
     for name, r in (("(a) ASHA + TPE", asha), ("(b) random, full max_t", full)):
         rep = "-" if r["winner_report"] is None else f"{r['winner_report']:.4f}"
         print(f"{name:<24} best tune {r['best_tune']:.4f}  epochs {r['epochs']:>4}  trials {r['trials']:>3} "

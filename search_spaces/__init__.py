@@ -1,0 +1,121 @@
+"""Search spaces: plain data keyed by the real ``Config`` / ``TrainConfig`` fields.
+
+One module per family (``gru.py``, ``lstm.py``, ...) holds ``SPACE``, a dict
+``{field: dimension}``; ``common.py`` holds the optimiser, loss and
+training-window dimensions every family shares. ``adapter.py`` turns a space
+into Optuna or Ray Tune objects; nothing here imports either.
+
+A *sweep space* is the flat union the driver searches:
+    {"model.<Config field>": dim, ..., "train.<TrainConfig field>": dim, ...}
+and ``split_config`` turns a sampled config back into (model hparams, train options).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib
+import math
+import numbers
+
+from ..errors import UserError
+from . import common
+
+DIM_TYPES = ("float", "int", "choice")
+MODEL_PREFIX, TRAIN_PREFIX = "model.", "train."
+
+
+class SpaceError(UserError):
+    """A search space names an unknown field or holds a malformed dimension."""
+
+
+def list_spaces() -> list[str]:
+    """Families that have a search space: every registered model family."""
+    from ..models import list_models
+    return list_models()
+
+
+def family_space(family: str) -> dict:
+    """A copy of ``family``'s model space (UserError for a family without one)."""
+    from ..models import get_config_class
+    get_config_class(family)                      # unknown family -> the registry's one-line error
+    try:
+        mod = importlib.import_module(f"{__name__}.{family}")
+    except ModuleNotFoundError:
+        raise SpaceError(f"model family {family!r} has no search space (add search_spaces/{family}.py)") from None
+    return copy.deepcopy(mod.SPACE)
+
+
+def common_space() -> dict:
+    """A copy of the shared optimiser / loss / training-window space."""
+    return copy.deepcopy(common.SPACE)
+
+
+def check_dim(name: str, dim) -> None:
+    """One dimension must be well formed: known type, finite ordered bounds, non-empty choices."""
+    def bad(msg):
+        raise SpaceError(f"search dimension {name!r}: {msg}")
+    if not isinstance(dim, dict) or dim.get("type") not in DIM_TYPES:
+        bad(f"must be a dict with type in {DIM_TYPES}, got {dim!r}")
+    if dim["type"] == "choice":
+        if not isinstance(dim.get("values"), (list, tuple)) or not dim["values"]:
+            bad("a choice needs a non-empty 'values' list")
+        return
+    lo, hi = dim.get("low"), dim.get("high")
+    if not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in (lo, hi)) or lo > hi:
+        bad(f"needs finite low <= high, got low={lo!r} high={hi!r}")
+    if dim["type"] == "int" and not (float(lo).is_integer() and float(hi).is_integer()):
+        bad("an int range needs integer bounds")
+    if dim.get("log") and lo <= 0:
+        bad("a log-scale range needs low > 0")
+
+
+def check_space(space: dict, config_cls: type, what: str) -> None:
+    """Every key of ``space`` must be a field of the dataclass ``config_cls``."""
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    for key, dim in space.items():
+        if key not in fields:
+            raise SpaceError(f"{what}: {key!r} is not a field of {config_cls.__name__} "
+                             f"(fields: {', '.join(sorted(fields))})")
+        check_dim(f"{what}.{key}", dim)
+
+
+def sweep_space(family: str, model: dict | None = None, train: dict | None = None) -> dict:
+    """The flat, validated space of one family's sweep.
+
+    ``model`` / ``train`` replace the default family and common spaces (keys
+    absent from a replacement keep the Config defaults).
+    """
+    from ..models import get_config_class
+    from ..training.trainer import TrainConfig
+    model = family_space(family) if model is None else copy.deepcopy(model)
+    train = common_space() if train is None else copy.deepcopy(train)
+    check_space(model, get_config_class(family), f"{family} space")
+    check_space(train, TrainConfig, "training space")
+    return {**{MODEL_PREFIX + k: v for k, v in model.items()}, **{TRAIN_PREFIX + k: v for k, v in train.items()}}
+
+
+def split_config(config: dict, family: str | None = None) -> tuple[str, dict, dict]:
+    """A sampled flat config -> (family, model hparams, train options).
+
+    Keys may carry a ``"<family>."`` prefix (joint sweeps over families, see
+    ``adapter.joint_define_by_run``); other families' keys are ignored.
+    Values encoded by the adapter (``"json:[1.0, 0.5]"``) are decoded.
+    """
+    from .adapter import decode_value
+    family = family or config.get("family")
+    if not family:
+        raise SpaceError("a sweep config needs a 'family'")
+    model, train = {}, {}
+    for key, value in config.items():
+        if key.startswith(family + "."):
+            key = key[len(family) + 1:]
+        if key.startswith(MODEL_PREFIX):
+            model[key[len(MODEL_PREFIX):]] = decode_value(value)
+        elif key.startswith(TRAIN_PREFIX):
+            train[key[len(TRAIN_PREFIX):]] = decode_value(value)
+    return family, model, train
+
+
+__all__ = ["SpaceError", "check_dim", "check_space", "common_space", "family_space", "list_spaces",
+           "split_config", "sweep_space"]

@@ -1,0 +1,12 @@
+"""Search stage: the generic Ray Tune runner and the hyperparameter sweep built on it.
+
+    run_sweep(data_dir, families, ...) -> summary dict    (sweep.py)
+    load_leaderboard(name | sweep dir | file) -> dict      (leaderboard.json, read by retrain)
+    run_experiment(builder, space, ctx, settings, ...)     (driver.py: reuse for other searches)
+
+Importing this package does not import Ray, torch or MLflow.
+"""
+
+from .sweep import load_leaderboard, run_sweep
+
+__all__ = ["load_leaderboard", "run_sweep"]

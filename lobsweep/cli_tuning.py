@@ -1,0 +1,95 @@
+"""CLI commands of the search stage: ``lobsweep sweep`` and ``lobsweep leaderboard``.
+
+Every argument is checked (families, resources, budgets, data folder,
+features file) before Ray starts, so a mistake costs one line, not a cluster
+start-up.
+"""
+
+from __future__ import annotations
+
+from .cli import _args, command
+
+
+def _sweep_args(p):
+    p.add_argument("--data", default=None, help="DIR holding train.parquet and valid.parquet")
+    p.add_argument("--families", default=None, help="comma-separated model families, or 'all'")
+    p.add_argument("--num-samples", type=int, default=8, help="trials per family (in all with --joint)")
+    p.add_argument("--max-epochs", type=int, default=8, help="epochs a trial may get (ASHA max_t)")
+    p.add_argument("--grace-period", type=int, default=1, help="epochs before ASHA may stop a trial")
+    p.add_argument("--reduction-factor", type=float, default=3.0, help="ASHA keeps 1/rf of trials per rung")
+    p.add_argument("--time-budget", type=float, default=None, metavar="S",
+                   help="seconds for the whole sweep, shared out over the families")
+    p.add_argument("--resources", default=None, help="per trial, e.g. cpu=1,gpu=0.5 (default cpu=1,gpu=0)")
+    p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: what fits)")
+    p.add_argument("--features", default=None, help="feature pipeline spec JSON (from the feature search)")
+    p.add_argument("--max-train-seqs", type=int, default=None, help="subsample the fit sequences")
+    p.add_argument("--joint", action="store_true", help="search the family itself as one more dimension")
+    p.add_argument("--top-k", type=int, default=3, help="leaderboard entries per family")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--name", default=None, help="sweep name (default: sweep-<date>-<time>)")
+    p.add_argument("--resume", default=None, metavar="NAME", help="continue the sweep NAME after a crash or kill")
+    p.add_argument("--ray-address", default=None, help="join this Ray cluster (default: $RAY_ADDRESS or local)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite in the run folder)")
+    p.add_argument("--no-mlflow", action="store_true")
+    p.add_argument("--run-dir", default=None, help="run folder (default: $LOBSWEEP_RUN_DIR or ./runs)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON instead of the table")
+
+
+def _features(path):
+    from .cli_stages import load_json_file
+    spec = load_json_file(path, "features spec")
+    if isinstance(spec, dict) and isinstance(spec.get("spec"), dict):
+        spec = spec["spec"]
+    if spec is not None:
+        from .features import FeaturePipeline
+        FeaturePipeline.from_spec(spec)              # a bad spec fails here, in one line
+    return spec
+
+
+@command("sweep", "hyperparameter search: Ray Tune ASHA + Optuna TPE over model families, into a leaderboard")
+@_args(_sweep_args)
+def cmd_sweep(args):
+    import contextlib
+    import json
+    import sys
+    from .errors import UserError
+    from .tuning.ray_setup import parse_resources
+    from .tuning.sweep import run_sweep
+    resources = parse_resources(args.resources)
+    verbose = 1 if sys.stderr.isatty() else 0
+    if args.resume:
+        kwargs = dict(name=args.resume, resume=True, resources=resources if args.resources else None)
+        data, families = None, None
+    else:
+        if not args.data:
+            raise UserError("--data DIR is required (or --resume NAME)")
+        if not args.families:
+            raise UserError("--families is required: a comma-separated list such as gru,lstm, or all")
+        data, families = args.data, args.families          # run_sweep checks both before Ray starts
+        kwargs = dict(name=args.name, num_samples=args.num_samples, max_epochs=args.max_epochs,
+                      grace_period=args.grace_period, reduction_factor=args.reduction_factor,
+                      time_budget_s=args.time_budget, resources=resources, max_concurrent=args.max_concurrent,
+                      features_spec=_features(args.features), max_train_seqs=args.max_train_seqs,
+                      tracking_uri=args.tracking_uri, seed=args.seed, top_k=args.top_k, joint=args.joint,
+                      track=not args.no_mlflow)
+    with contextlib.redirect_stdout(sys.stderr):          # Ray's progress output; stdout is the result
+        out = run_sweep(data, families, run_dir=args.run_dir, ray_address=args.ray_address, verbose=verbose,
+                        **kwargs)
+    if args.json:
+        print(json.dumps({k: v for k, v in out.items() if k not in ("records", "table")}, default=str))
+        return
+    print(out["table"])
+    note = " (time budget reached)" if out["budget_exhausted"] else ""
+    print(f"{out['n_trials']} trials in {out['seconds']:.0f} s{note}; leaderboard: {out['leaderboard']}")
+
+
+@command("leaderboard", "print a sweep's leaderboard (top-K configs per family)")
+@_args(lambda p: (p.add_argument("sweep", help="sweep name, sweep folder or leaderboard.json"),
+                  p.add_argument("--run-dir", default=None),
+                  p.add_argument("--json", action="store_true")))
+def cmd_leaderboard(args):
+    import json
+    from .tuning.leaderboard import format_leaderboard
+    from .tuning.sweep import load_leaderboard
+    board = load_leaderboard(args.sweep, args.run_dir)
+    print(json.dumps(board, indent=1, default=str) if args.json else format_leaderboard(board))

@@ -1,0 +1,181 @@
+"""Generic Ray Tune runner: a trial builder + a search space -> one resumable Tune experiment.
+
+Nothing here knows about models or features. The hyperparameter sweep
+(sweep.py) and the feature search call ``run_experiment`` with their own trial
+builder (see trainable.py for the protocol) and space:
+
+- ``space`` is plain data ``{name: dim}`` (search_spaces format) or an Optuna
+  define-by-run function; ``constants`` are fixed config entries (``family``).
+- Searcher: Optuna TPE (``searcher="tpe"``) or Optuna's random sampler
+  (``"random"``), both through ``OptunaSearch``; concurrency is bounded by
+  ``max_concurrent`` (Tune wraps the searcher in a ConcurrencyLimiter).
+- Scheduler: ASHA on ``training_iteration`` (= epochs) with ``max_t``,
+  ``grace_period`` and ``reduction_factor``, or FIFO (every trial to ``max_t``).
+- A checkpoint every epoch, ``FailureConfig(max_failures)`` restarts a crashed
+  trial from it, and ``resume=True`` continues an experiment whose driver was
+  killed (``Tuner.restore``: finished trials are kept, the searcher state is
+  restored, so only the missing trials run).
+
+``trial_records`` turns the ResultGrid into plain records with a status per
+trial (completed / failed / pruned_at_epoch_k), and ``reconcile_runs`` makes
+every trial's MLflow run agree with it (trials killed with their driver left
+theirs RUNNING).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+from ray import tune
+
+from .ray_setup import tune_resources
+from .trainable import SweepTrainable, TrialContext
+
+log = logging.getLogger("lobsweep.tuning")
+# a checkpoint every epoch of short trials makes Tune warn about snapshot frequency on every result
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+SCHEDULERS = ("asha", "fifo")
+SEARCHERS = ("tpe", "random")
+
+
+@dataclass
+class ExperimentSettings:
+    """How one Tune experiment searches, schedules and spends resources."""
+
+    num_samples: int
+    max_t: int                                  # epochs a trial may get
+    metric: str = "tune_mean"
+    mode: str = "max"
+    grace_period: int = 1
+    reduction_factor: float = 3.0
+    scheduler: str = "asha"
+    searcher: str = "tpe"
+    max_concurrent: int = 1
+    resources: dict = field(default_factory=lambda: {"cpu": 1.0, "gpu": 0.0})
+    time_budget_s: float | None = None
+    seed: int = 0
+    points_to_evaluate: list | None = None      # configs to try first (same keys as the space)
+    max_failures: int = 2
+    reuse_actors: bool = True
+    verbose: int = 0
+    callbacks: list = field(default_factory=list)
+
+
+def trial_dirname(trial) -> str:
+    return trial.trial_id
+
+
+def complete_point(point: dict, space: dict) -> dict:
+    """A point to evaluate with every dimension: missing ones take the range's centre
+    (geometric for log scales) or the first choice. OptunaSearch requires full points."""
+    out = {}
+    for name, dim in space.items():
+        if name in point:
+            out[name] = point[name]
+        elif dim["type"] == "choice":
+            out[name] = dim["values"][0]
+        else:
+            lo, hi = float(dim["low"]), float(dim["high"])
+            mid = (lo * hi) ** 0.5 if dim.get("log") else (lo + hi) / 2
+            out[name] = int(round(mid)) if dim["type"] == "int" else mid
+    return out
+
+
+def make_searcher(space, s: ExperimentSettings):
+    """OptunaSearch over a plain space (via the adapter) or a define-by-run function."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+    from ..search_spaces.adapter import encode_value, to_optuna
+    if s.searcher == "random":
+        sampler = optuna.samplers.RandomSampler(seed=s.seed)
+    else:
+        startup = max(3, min(10, s.num_samples // 3))       # TPE needs a few random trials to model
+        sampler = optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=startup)
+    ot_space = space if callable(space) else to_optuna(space)
+    points = [{k: encode_value(v) for k, v in (p if callable(space) else complete_point(p, space)).items()}
+              for p in (s.points_to_evaluate or [])] or None
+    return OptunaSearch(space=ot_space, metric=s.metric, mode=s.mode, sampler=sampler, points_to_evaluate=points)
+
+
+def make_scheduler(s: ExperimentSettings):
+    if s.scheduler == "fifo":
+        return tune.schedulers.FIFOScheduler()
+    return tune.schedulers.ASHAScheduler(time_attr="training_iteration", max_t=int(s.max_t),
+                                         grace_period=int(s.grace_period), reduction_factor=s.reduction_factor)
+
+
+def run_experiment(builder, space, ctx: TrialContext, s: ExperimentSettings, *, storage_path: str, name: str,
+                   constants: dict | None = None, resume: bool = False):
+    """Run (or resume) one Tune experiment at ``storage_path/name``; returns its ResultGrid."""
+    if s.scheduler not in SCHEDULERS or s.searcher not in SEARCHERS:
+        raise ValueError(f"scheduler must be in {SCHEDULERS} and searcher in {SEARCHERS}")
+    trainable = tune.with_resources(tune.with_parameters(SweepTrainable, builder=builder, ctx=ctx),
+                                    tune_resources(s.resources))
+    path = os.path.join(storage_path, name)
+    if resume and tune.Tuner.can_restore(path):
+        log.info("resuming the Tune experiment at %s", path)
+        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+        return tuner.fit()
+    run_config = tune.RunConfig(
+        name=name, storage_path=storage_path, verbose=s.verbose, log_to_file=True, callbacks=list(s.callbacks),
+        sync_config=tune.SyncConfig(sync_artifacts=True),        # trial stdout/stderr land beside its results
+        stop={"training_iteration": int(s.max_t)},
+        checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1, num_to_keep=1, checkpoint_at_end=True),
+        failure_config=tune.FailureConfig(max_failures=int(s.max_failures)))
+    tune_config = tune.TuneConfig(
+        metric=s.metric, mode=s.mode, search_alg=make_searcher(space, s), scheduler=make_scheduler(s),
+        num_samples=int(s.num_samples), max_concurrent_trials=int(s.max_concurrent),
+        time_budget_s=s.time_budget_s, reuse_actors=s.reuse_actors, trial_dirname_creator=trial_dirname)
+    tuner = tune.Tuner(trainable, param_space=dict(constants or {}), tune_config=tune_config, run_config=run_config)
+    return tuner.fit()
+
+
+def _status(result) -> str:
+    m = result.metrics or {}
+    if result.error is not None or m.get("trial_status") == "failed":
+        return "failed"
+    if m.get("trial_status") == "completed":
+        return "completed"
+    return f"pruned_at_epoch_{int(m.get('training_iteration', 0))}"
+
+
+def trial_records(results) -> list[dict]:
+    """One plain record per trial of a ResultGrid, sorted by trial id."""
+    out = []
+    for r in results:
+        m = dict(r.metrics or {})
+        tid = m.get("trial_id") or os.path.basename(str(r.path))
+        out.append({
+            "trial_id": tid, "status": _status(r), "epochs": int(m.get("training_iteration", 0)),
+            "config": {k: v for k, v in (r.config or {}).items()},
+            "metrics": {k: float(v) for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+            "bundle": m.get("bundle") if m.get("trial_status") == "completed" else None,
+            "mlflow_run_id": m.get("mlflow_run_id") or None,
+            "device": m.get("device"), "gpu_ids": m.get("gpu_ids"), "node_id": m.get("node_id"),
+            "cuda_visible_devices": m.get("cuda_visible_devices"),
+            "error": (str(r.error).strip().splitlines() or [""])[-1][:300] if r.error is not None else m.get("error"),
+            "path": str(r.path),
+        })
+    return sorted(out, key=lambda rec: rec["trial_id"])
+
+
+def reconcile_runs(records: list[dict], ctx: TrialContext) -> None:
+    """Give every trial's MLflow run the driver's status and end any left RUNNING."""
+    if not (ctx.tracking_uri and ctx.experiment_id):
+        return
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(tracking_uri=ctx.tracking_uri)
+    for rec in records:
+        run_id = rec.get("mlflow_run_id")
+        if not run_id:
+            found = client.search_runs([ctx.experiment_id], max_results=1,
+                                       filter_string=f"tags.ray_trial_id = '{rec['trial_id']}' "
+                                                     f"and tags.sweep = '{ctx.sweep}'")
+            if not found:
+                continue
+            run_id = rec["mlflow_run_id"] = found[0].info.run_id
+        client.set_tag(run_id, "trial_status", rec["status"])
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_terminated(run_id, "FAILED" if rec["status"] == "failed" else "FINISHED")

@@ -1,0 +1,135 @@
+"""The sweep's leaderboard: top-K completed trials per family, ranked on the tune split.
+
+``leaderboard.json`` (in ``<run_dir>/sweeps/<name>/``) is what the retrain
+stage reads::
+
+    {"format": "lobsweep.leaderboard/1", "sweep": name, "rank_by": "final_tune_mean",
+     "top_k": K, "counts": {family: {"completed": n, "failed": n, "pruned": n, "total": n}},
+     "families": {family: [entry, ...]},        best first, at most K each
+     "overall": [entry, ...]}                   all families' entries, best first
+    entry = {"family", "trial_id", "hparams" (full model Config), "train_config" (full
+             TrainConfig), "features" (pipeline spec), "tune_score", "tune_t0", "tune_t1",
+             "report_score", "report_t0", "report_t1", "fraction_of_oracle", "params_count",
+             "epochs", "bundle", "mlflow_run_id"}
+
+Ranking uses the tune score only; the report score is shown beside it and
+never chooses anything. Entries come from the bundles completed trials wrote,
+so hparams and train_config are exactly what was trained.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from ..errors import UserError
+
+FORMAT = "lobsweep.leaderboard/1"
+FILE = "leaderboard.json"
+VIEW_KEY_PREFIX = "mlflow.sharedViewState."
+
+
+def _entry(rec: dict) -> dict | None:
+    from ..training.bundle import read_spec
+    if rec.get("status") != "completed" or not rec.get("bundle") or not os.path.isdir(rec["bundle"]):
+        return None
+    spec = read_spec(rec["bundle"])
+    m = spec.get("metrics", {})
+    return {"family": spec["family"], "trial_id": rec["trial_id"], "hparams": spec["config"],
+            "train_config": spec.get("train_config"), "features": spec["features"],
+            "tune_score": m.get("tune_mean"), "tune_t0": m.get("tune_t0"), "tune_t1": m.get("tune_t1"),
+            "report_score": m.get("report_mean"), "report_t0": m.get("report_t0"), "report_t1": m.get("report_t1"),
+            "fraction_of_oracle": m.get("fraction_of_oracle"), "params_count": spec.get("n_params"),
+            "epochs": rec.get("epochs"), "bundle": os.path.abspath(rec["bundle"]),
+            "mlflow_run_id": rec.get("mlflow_run_id")}
+
+
+def build_leaderboard(records: list[dict], sweep: str, top_k: int = 3) -> dict:
+    """Top-``top_k`` completed trials per family from driver records (``driver.trial_records``)."""
+    counts: dict[str, dict] = {}
+    entries: dict[str, list] = {}
+    for rec in records:
+        fam = rec.get("family") or rec.get("config", {}).get("family", "?")
+        c = counts.setdefault(fam, {"completed": 0, "failed": 0, "pruned": 0, "total": 0})
+        c["total"] += 1
+        c["pruned" if rec["status"].startswith("pruned") else rec["status"]] += 1
+        e = _entry(rec)
+        if e is not None:
+            entries.setdefault(e["family"], []).append(e)
+    key = lambda e: -(e["tune_score"] if e["tune_score"] is not None else -1e9)   # noqa: E731
+    families = {f: sorted(es, key=key)[:top_k] for f, es in sorted(entries.items())}
+    overall = sorted((e for es in families.values() for e in es), key=key)
+    return {"format": FORMAT, "sweep": sweep, "rank_by": "final_tune_mean", "top_k": int(top_k),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "counts": counts, "families": families,
+            "overall": overall}
+
+
+def write_leaderboard(path: str, board: dict) -> str:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(board, f, indent=1, default=str)
+    os.replace(tmp, path)
+    return path
+
+
+def load_leaderboard(path_or_sweep_dir: str) -> dict:
+    """A leaderboard from its file or its sweep folder (UserError when absent or malformed)."""
+    path = path_or_sweep_dir
+    if os.path.isdir(path):
+        path = os.path.join(path, FILE)
+    if not os.path.exists(path):
+        raise UserError(f"no leaderboard at {path_or_sweep_dir} (run `lobsweep sweep` first)")
+    try:
+        board = json.load(open(path))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(board, dict) or board.get("format") != FORMAT:
+        raise UserError(f"{path}: not a {FORMAT} file")
+    return board
+
+
+def _fmt(v, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def format_leaderboard(board: dict) -> str:
+    """The leaderboard as a text table (tune decides the order, report is shown)."""
+    lines = [f"sweep {board['sweep']}: top {board['top_k']} per family, ranked by the tune score"]
+    lines.append(f"{'family':<14}{'trial':<14}{'tune':>8}{'report':>8}{'oracle%':>8}{'params':>10}{'epochs':>7}")
+    for e in board["overall"]:
+        frac = None if e.get("fraction_of_oracle") is None else 100 * e["fraction_of_oracle"]
+        lines.append(f"{e['family']:<14}{e['trial_id']:<14}{_fmt(e['tune_score'], '.4f'):>8}"
+                     f"{_fmt(e['report_score'], '.4f'):>8}{_fmt(frac, '.1f'):>8}{_fmt(e['params_count'], ','):>10}"
+                     f"{_fmt(e['epochs'], 'd'):>7}")
+    counts = ", ".join(f"{f}: {c['completed']} completed / {c['pruned']} pruned / {c['failed']} failed"
+                       for f, c in sorted(board["counts"].items()))
+    lines.append(f"trials: {counts or 'none'}")
+    return "\n".join(lines)
+
+
+def view_state(metric: str = "report_mean", columns: tuple = ()) -> dict:
+    """The runs-table state the MLflow UI restores from a share key: sorted, metric columns shown."""
+    shown = [metric, *[c for c in ("final_tune_mean", "report_mean", "fraction_of_oracle", "params_count",
+                                   "train_seconds") if c != metric], *columns]
+    return {"selectedColumns": [f"metrics.`{m}`" for m in shown] + ["tags.`family`", "tags.`trial_status`"],
+            "orderByKey": f"metrics.`{metric}`", "orderByAsc": False}
+
+
+def set_leaderboard_view(experiment_id: str, metric: str = "report_mean", tracking_uri: str | None = None) -> str:
+    """Tag the experiment so ``#/experiments/<id>/runs?viewStateShareKey=<key>`` opens sorted by ``metric``.
+
+    The UI reads the tag ``mlflow.sharedViewState.<key>`` as JSON (it also
+    accepts a compressed form) and takes ``selectedColumns``, ``orderByKey``
+    and ``orderByAsc`` from it (MLflow 3.17 UI code, see TOOLING-FACTS.md).
+    Returns the key.
+    """
+    from mlflow.tracking import MlflowClient
+    key = f"lobsweep-{metric.replace('_', '-')}"
+    MlflowClient(tracking_uri=tracking_uri).set_experiment_tag(experiment_id, VIEW_KEY_PREFIX + key,
+                                                               json.dumps(view_state(metric)))
+    return key
+
+
+def view_url(server: str, experiment_id: str, key: str) -> str:
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={key}"

@@ -1,0 +1,163 @@
+"""Carry out a sweep whose settings ``sweep.run_sweep`` checked (see sweep.py for the layout).
+
+Order matters here: the data is prepared (and cached for the trials) and the
+spaces validated before Ray starts, so a bad folder or space is one line, not
+a cluster start-up; the MLflow store, experiment and parent run exist before
+any trial logs (trials racing to create them lose data).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+
+from ..search_spaces import sweep_space
+from ..search_spaces.adapter import joint_define_by_run
+from .driver import ExperimentSettings, reconcile_runs, run_experiment, trial_records
+from .leaderboard import FILE, build_leaderboard, format_leaderboard, write_leaderboard
+from .model_trial import ModelTrialBuilder
+from .ray_setup import check_fits, default_concurrency, ray_session
+from .trainable import TrialContext
+
+log = logging.getLogger("lobsweep.tuning")
+EXPERIMENT = "hpo"
+
+
+def save_meta(path: str, meta: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(meta, f, indent=1, default=str)
+    os.replace(tmp, path)
+
+
+def start_tracking(meta: dict, run_dir: str) -> None:
+    """Store, experiment, leaderboard view and the parent run, before any trial starts."""
+    from mlflow.tracking import MlflowClient
+    from .. import tracking as trk
+    from .leaderboard import set_leaderboard_view
+    uri = trk.tracking_uri(meta["tracking_uri"], run_dir)
+    exp_id = trk.ensure_experiment(EXPERIMENT, uri, run_dir)
+    meta.update(tracking_uri=uri, experiment_id=exp_id, view_key=set_leaderboard_view(exp_id, tracking_uri=uri))
+    client = MlflowClient(tracking_uri=uri)
+    if meta.get("parent_run_id"):
+        client.update_run(meta["parent_run_id"], status="RUNNING")
+        return
+    run = client.create_run(exp_id, run_name=f"sweep-{meta['name']}",
+                            tags={"stage": EXPERIMENT, "sweep": meta["name"], "kind": "sweep"})
+    meta["parent_run_id"] = run.info.run_id
+    keys = ("families", "num_samples", "max_epochs", "grace_period", "reduction_factor", "time_budget_s",
+            "resources", "scheduler", "searcher", "joint", "seed", "max_train_seqs", "data_dir")
+    params = trk.flat_params({**{k: meta[k] for k in keys}, "features": meta["features_spec"] or "default"})
+    for k, v in params.items():
+        client.log_param(meta["parent_run_id"], k, v)
+
+
+def finish_tracking(meta: dict, board: dict, board_path: str, ok: bool) -> None:
+    """Leaderboard and winners onto the runs: each family's best bundle + curve on its child run,
+    the overall winner's bundle on the parent run."""
+    from mlflow.tracking import MlflowClient
+    from .. import tracking as trk
+    client = MlflowClient(tracking_uri=meta["tracking_uri"])
+    parent = meta["parent_run_id"]
+    client.log_artifact(parent, board_path)
+    for fam, entries in board["families"].items():
+        best = entries[0]
+        client.log_metric(parent, f"best_tune_{fam}", float(best["tune_score"]))
+        if best["report_score"] is not None:
+            client.log_metric(parent, f"best_report_{fam}", float(best["report_score"]))
+        if best.get("mlflow_run_id"):
+            client.log_artifacts(best["mlflow_run_id"], best["bundle"], "bundle")
+            spec = json.load(open(os.path.join(best["bundle"], "spec.json")))
+            fig = trk.curve_figure(spec["history"], f"{fam} {best['trial_id']}")
+            client.log_figure(best["mlflow_run_id"], fig, "training_curve.png")
+            import matplotlib.pyplot as plt
+            plt.close(fig)
+    if board["overall"]:
+        client.log_artifacts(parent, board["overall"][0]["bundle"], "winning_bundle")
+        client.set_tag(parent, "winner", board["overall"][0]["trial_id"])
+    client.set_terminated(parent, "FINISHED" if ok else "KILLED")
+
+
+def family_budget(total: float | None, started: float, remaining: int) -> float | None:
+    """An equal share of the time left: what one family did not use passes to the next."""
+    if total is None:
+        return None
+    return max((float(total) - (time.time() - started)) / max(remaining, 1), 1.0)
+
+
+def _points(points: list | None, family: str | None) -> list | None:
+    """Points to evaluate that belong to ``family`` (those without a family go everywhere)."""
+    if not points or family is None:
+        return points
+    out = [{k: v for k, v in p.items() if k != "family"} for p in points if p.get("family", family) == family]
+    return out or None
+
+
+def execute(meta: dict, meta_path: str, run_dir: str, *, ray_address=None, callbacks=None, verbose=0,
+            local_cpus=None, local_gpus=None) -> dict:
+    from ..training.prepare import prepare
+    sdir = os.path.dirname(meta_path)
+    dirs = {k: os.path.join(sdir, k) for k in ("cache", "bundles", "families", "ray")}
+    for d in dirs.values():
+        os.makedirs(d, exist_ok=True)
+    prep = prepare(meta["data_dir"], meta["features_spec"], max_train_seqs=meta["max_train_seqs"],
+                   cache_dir=dirs["cache"])
+    spaces = {f: sweep_space(f, **meta["spaces"].get(f, {})) for f in meta["families"]}
+    if meta["track"]:
+        start_tracking(meta, run_dir)
+    save_meta(meta_path, meta)
+    builder = ModelTrialBuilder(data_dir=meta["data_dir"], max_epochs=int(meta["max_epochs"]),
+                                features_spec=meta["features_spec"], max_train_seqs=meta["max_train_seqs"],
+                                cache_dir=dirs["cache"], seed=int(meta["seed"]), train_fixed=meta["train_fixed"])
+    groups = [("joint", None)] if meta["joint"] else [(f, f) for f in meta["families"]]
+    res = meta["resources"]
+    ctx = TrialContext(sweep=meta["name"], bundles_dir=dirs["bundles"], threads=max(1, math.ceil(res["cpu"])),
+                       tracking_uri=meta.get("tracking_uri") if meta["track"] else None,
+                       experiment_id=meta.get("experiment_id"), parent_run_id=meta.get("parent_run_id"))
+    started, records, ok, short = time.time(), [], False, False
+    log.info("sweep %s: %d fit / %d tune / %d report sequences, %d features", meta["name"], prep.info["n_fit"],
+             prep.info["n_tune"], prep.info["n_report"], prep.info["n_features"])
+    try:
+        with ray_session(ray_address, num_cpus=local_cpus, num_gpus=local_gpus,
+                         temp_dir=os.path.join(run_dir, "ray_tmp")):
+            check_fits(res)
+            conc = int(meta["max_concurrent"] or default_concurrency(res))
+            for i, (group, fam) in enumerate(groups):
+                done_file = os.path.join(dirs["families"], f"{group}.json")
+                if os.path.exists(done_file):
+                    records += json.load(open(done_file))
+                    continue
+                settings = ExperimentSettings(
+                    num_samples=int(meta["num_samples"]), max_t=int(meta["max_epochs"]),
+                    grace_period=int(meta["grace_period"]), reduction_factor=float(meta["reduction_factor"]),
+                    scheduler=meta["scheduler"], searcher=meta["searcher"], max_concurrent=conc, resources=res,
+                    time_budget_s=family_budget(meta["time_budget_s"], started, len(groups) - i),
+                    seed=int(meta["seed"]) + i, points_to_evaluate=_points(meta["points_to_evaluate"], fam),
+                    verbose=verbose, callbacks=list(callbacks or []))
+                space = spaces[fam] if fam else joint_define_by_run(spaces)
+                results = run_experiment(builder, space, ctx, settings, storage_path=dirs["ray"], name=group,
+                                         constants={"family": fam} if fam else {},
+                                         resume=os.path.isdir(os.path.join(dirs["ray"], group)))
+                recs = trial_records(results)
+                for r in recs:
+                    r["family"] = r["config"].get("family", fam)
+                short |= len(recs) < int(meta["num_samples"])
+                reconcile_runs(recs, ctx)
+                save_meta(done_file, recs)
+                records += recs
+        ok = True
+    finally:
+        board = build_leaderboard(records, meta["name"], int(meta["top_k"]))
+        board_path = write_leaderboard(os.path.join(sdir, FILE), board)
+        if meta["track"]:
+            finish_tracking(meta, board, board_path, ok)
+    elapsed = time.time() - started
+    budget_hit = meta["time_budget_s"] is not None and (short or elapsed >= float(meta["time_budget_s"]))
+    return {"name": meta["name"], "sweep_dir": sdir, "leaderboard": board_path, "counts": board["counts"],
+            "best": board["overall"][0] if board["overall"] else None, "n_trials": len(records),
+            "records": records, "seconds": elapsed, "budget_exhausted": bool(budget_hit),
+            "mlflow": {k: meta.get(k) for k in ("tracking_uri", "experiment_id", "parent_run_id", "view_key")},
+            "table": format_leaderboard(board)}

@@ -1,0 +1,212 @@
+"""The Ray Tune trainable every sweep shares: one epoch per ``step``, a checkpoint per epoch.
+
+What is trained is not decided here. A *trial builder* (picklable callable)
+makes a *trial run* from the sampled config::
+
+    run = builder(config: dict, ctx: TrialContext)
+    run.params          flat dict logged once as MLflow params
+    run.device          str, where it trains
+    run.step() -> dict  train one epoch; a flat record of numbers holding ctx.metric;
+                        raises TrainingDiverged when the loss goes NaN / inf
+    run.done            True once the run needs no more epochs
+    run.finish(bundle_dir) -> dict   final metrics (numbers) + "bundle": path written
+    run.state_dict() / run.load_state_dict(s)   tensors and plain containers only
+
+``SweepTrainable`` wraps it for Ray: per-epoch results and checkpoints
+(``torch.save``, loaded back with ``weights_only=True``), one MLflow child run
+per trial under the sweep's parent run, and the trial's end state:
+
+    completed            the run said done; its bundle is written; result has done=True
+    failed               the loss diverged: reported once with ctx.fail_score as the
+                         metric (so the searcher learns the region is bad) and done=True
+    pruned_at_epoch_k    stopped from outside (ASHA, the time budget) after k epochs
+
+A crash (any other exception) propagates to Ray, whose FailureConfig restarts
+the trial from its last checkpoint. A trial restored from a checkpoint taken
+after it finished reports done at once and trains nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+# Imported before Ray redirects a trial's stderr: torch and MLflow bind their log handlers
+# to the sys.stderr of import time, which would otherwise be the first trial's log file,
+# closed when a reused actor moves on (a burst of flush errors at exit).
+import mlflow  # noqa: F401
+import torch
+from ray import tune
+
+from .ray_setup import trial_placement
+
+log = logging.getLogger("lobsweep.tuning")
+STATE_FILE = "trial_state.pt"
+
+
+@dataclass
+class TrialContext:
+    """What every trial of one experiment shares (picklable, small)."""
+
+    sweep: str                       # sweep name, tagged on every MLflow run
+    bundles_dir: str                 # bundles/<trial_id>/ are written here
+    metric: str = "tune_mean"
+    fail_score: float = -1.0         # reported for a diverged trial (the metric's worst value)
+    threads: int = 1                 # torch threads per trial (its CPU share)
+    tracking_uri: str | None = None  # None: no MLflow logging
+    experiment_id: str | None = None
+    parent_run_id: str | None = None
+    stage: str = "hpo"
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is now: Ray points it at each new trial's log file."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _):
+        pass
+
+
+def _setup_logging() -> None:
+    lg = logging.getLogger("lobsweep")
+    if not any(isinstance(h, _StderrHandler) for h in lg.handlers):
+        h = _StderrHandler()
+        h.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+        lg.addHandler(h)
+        lg.setLevel(logging.INFO)
+
+
+class _ChildRun:
+    """The trial's MLflow run: found again by its trial id after a retry or a resume."""
+
+    def __init__(self, ctx: TrialContext, trial_id: str, run_name: str, params: dict, tags: dict):
+        from mlflow.entities import Param
+        from mlflow.tracking import MlflowClient
+        self.client = MlflowClient(tracking_uri=ctx.tracking_uri)
+        found = self.client.search_runs(
+            [ctx.experiment_id], max_results=1,
+            filter_string=f"tags.ray_trial_id = '{trial_id}' and tags.sweep = '{ctx.sweep}'")
+        if found:
+            self.run_id = found[0].info.run_id
+            self.client.update_run(self.run_id, status="RUNNING")
+            return
+        all_tags = {"ray_trial_id": trial_id, "sweep": ctx.sweep, "stage": ctx.stage, "trial_status": "running",
+                    **({"mlflow.parentRunId": ctx.parent_run_id} if ctx.parent_run_id else {}), **tags}
+        run = self.client.create_run(ctx.experiment_id, run_name=run_name, tags=all_tags)
+        self.run_id = run.info.run_id
+        items = [Param(k, str(v)[:500]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def metrics(self, values: dict, step: int) -> None:
+        from mlflow.entities import Metric
+        ts = int(time.time() * 1000)
+        ms = [Metric(k, float(v), ts, step) for k, v in values.items() if isinstance(v, (int, float))]
+        if ms:
+            self.client.log_batch(self.run_id, metrics=ms)
+
+    def close(self, status: str) -> None:
+        self.client.set_tag(self.run_id, "trial_status", status)
+        self.client.set_terminated(self.run_id, "FAILED" if status == "failed" else "FINISHED")
+
+
+class SweepTrainable(tune.Trainable):
+    """Class trainable around a trial builder; use with ``tune.with_parameters(..., builder=, ctx=)``."""
+
+    def setup(self, config, builder=None, ctx: TrialContext | None = None):
+        if builder is None or ctx is None:
+            raise ValueError("SweepTrainable needs builder= and ctx= (tune.with_parameters)")
+        self.builder, self.ctx = builder, ctx
+        _setup_logging()
+        torch.set_num_threads(max(1, int(ctx.threads)))
+        self._start(config)
+
+    def _start(self, config: dict) -> None:
+        self.status, self.final, self.last, self.tracker = "running", None, {}, None
+        self.placement = trial_placement()
+        self.run = self.builder(dict(config), self.ctx)
+        log.info("trial %s: training on %s (Ray GPU ids [%s], CUDA_VISIBLE_DEVICES=%r)", self.trial_id,
+                 self.run.device, self.placement["gpu_ids"], self.placement["cuda_visible_devices"])
+
+    # ------------------------------------------------------------ tracking
+    def _tracker(self) -> _ChildRun | None:
+        if self.tracker is None and self.ctx.tracking_uri and self.ctx.experiment_id:
+            tags = {"family": str(self.config.get("family", ""))}
+            name = f"{tags['family'] or 'trial'}-{self.trial_id}"
+            self.tracker = _ChildRun(self.ctx, self.trial_id, name, self.run.params, tags)
+        return self.tracker
+
+    def _close(self) -> None:
+        """Record how the trial ended; a trial still running here was stopped from outside."""
+        if self.status == "running":
+            self.status = f"pruned_at_epoch_{self.iteration}"
+        if self.tracker is not None:
+            try:
+                self.tracker.close(self.status)
+            except Exception as exc:                       # never let tracking break Ray's cleanup
+                log.warning("trial %s: could not close its MLflow run (%s)", self.trial_id, exc)
+            self.tracker = None
+
+    def _extras(self) -> dict:
+        t = self._tracker()
+        return {"device": str(self.run.device), "gpu_ids": self.placement["gpu_ids"],
+                "cuda_visible_devices": self.placement["cuda_visible_devices"],
+                "node_id": self.placement["node_id"], "mlflow_run_id": t.run_id if t else ""}
+
+    # ------------------------------------------------------------ Ray hooks
+    def step(self) -> dict:
+        from ..training.trainer import TrainingDiverged
+        if self.final is not None or self.run.done:         # restored after the last epoch
+            return self._complete(dict(self.last))
+        try:
+            rec = self.run.step()
+        except TrainingDiverged as exc:
+            log.warning("trial %s: %s; recorded as failed", self.trial_id, exc)
+            self.status = "failed"
+            out = {**self._extras(), self.ctx.metric: float(self.ctx.fail_score), "trial_status": "failed",
+                   "error": str(exc)[:300], "done": True}
+            self._close()
+            return out
+        t = self._tracker()
+        if t is not None:
+            t.metrics({k: v for k, v in rec.items() if k != "epoch"}, step=int(rec.get("epoch", self.iteration + 1)))
+        self.last = {k: v for k, v in rec.items() if isinstance(v, (int, float))}
+        if self.run.done:
+            return self._complete(dict(rec))
+        return {**rec, **self._extras(), "trial_status": "running"}
+
+    def _complete(self, rec: dict) -> dict:
+        if self.final is None:
+            self.final = self.run.finish(os.path.join(self.ctx.bundles_dir, self.trial_id))
+            t = self._tracker()
+            if t is not None:
+                t.metrics({k: v for k, v in self.final.items() if k != "bundle"}, step=int(rec.get("epoch", 0)))
+        self.status = "completed"
+        out = {**rec, **self.final, **self._extras(), "trial_status": "completed", "done": True}
+        self._close()
+        return out
+
+    def save_checkpoint(self, checkpoint_dir: str):
+        torch.save({"run": self.run.state_dict(), "final": self.final, "last": self.last},
+                   os.path.join(checkpoint_dir, STATE_FILE))
+        return None
+
+    def load_checkpoint(self, checkpoint):
+        s = torch.load(os.path.join(checkpoint, STATE_FILE), map_location="cpu", weights_only=True)
+        self.run.load_state_dict(s["run"])
+        self.final, self.last = s.get("final"), dict(s.get("last") or {})
+
+    def reset_config(self, new_config: dict) -> bool:
+        self._close()
+        self._start(new_config)
+        return True
+
+    def cleanup(self):
+        self._close()
