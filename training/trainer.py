@@ -140,7 +140,7 @@ def predict(model: nn.Module, X: np.ndarray, batch_size: int = 64, device=None, 
     out = np.empty(X.shape[:2] + (2,), dtype=np.float32)
     dt = amp_dtype(device, amp)
     for s in range(0, X.shape[0], batch_size):
-        xb = torch.as_tensor(np.asarray(X[s:s + batch_size]), device=device)
+        xb = _tensor(X[s:s + batch_size], device)
         with torch.autocast(device.type, dtype=dt, enabled=dt is not None):
             yb = model(xb)
         out[s:s + batch_size] = yb.float().cpu().numpy()
