@@ -109,6 +109,39 @@ def lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh):
     return torch.sigmoid(go) * torch.tanh(c), c
 
 
+class RecurrentBody(nn.Module):
+    """Shared body of the gru and lstm families: [in_proj] -> stacked RNN -> dropout -> norm -> head.
+
+    Subclasses set ``rnn_class`` (nn.GRU or nn.LSTM) and write ``init_state`` and
+    ``step`` with their own cell. Parameter names (in_proj, rnn, norm, head) are
+    what the packaged engine reads.
+    """
+
+    rnn_class: type[nn.RNNBase] = nn.GRU
+
+    def __init__(self, config):
+        super().__init__()
+        c = self.config = config
+        self.in_proj = nn.Linear(c.n_features, c.hidden) if c.input_proj else None
+        self.rnn = self.rnn_class(c.hidden if c.input_proj else c.n_features, c.hidden, c.layers,
+                                  batch_first=True, dropout=c.dropout if c.layers > 1 else 0.0)
+        self.drop = nn.Dropout(c.dropout)
+        self.norm = make_norm(c.norm, c.hidden)
+        self.head = Head(c.hidden, c.head, c.head_hidden, c.dropout)
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.in_proj(x) if self.in_proj is not None else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, T, F) -> y: (B, T, 2)."""
+        out, _ = self.rnn(self._embed(x))  # (B, T, H)
+        return self.head(self.norm(self.drop(out)))
+
+    def _zeros(self, batch: int, device=None, dtype=None) -> torch.Tensor:
+        device, dtype = param_like(self, device, dtype)
+        return torch.zeros(self.config.layers, batch, self.config.hidden, device=device, dtype=dtype)
+
+
 def alibi_slopes(heads: int) -> torch.Tensor:
     """ALiBi slopes 2^(-8 (i+1) / heads), i = 0..heads-1: the initial per-head distance penalty."""
     return torch.pow(2.0, -8.0 * torch.arange(1, heads + 1) / heads)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .layers import Head, check_common, lstm_cell, make_norm, param_like, rnn_layer_weights
+from .layers import RecurrentBody, check_common, lstm_cell, rnn_layer_weights
 from .registry import register_model
 
 
@@ -42,35 +42,15 @@ class LSTMConfig:
 
 
 @register_model("lstm")
-class LSTMModel(nn.Module):
+class LSTMModel(RecurrentBody):
     """Stacked LSTM -> norm -> head; streaming state is the L (h, c) pairs."""
 
     Config = LSTMConfig
-
-    def __init__(self, config: LSTMConfig):
-        super().__init__()
-        c = self.config = config
-        self.in_proj = nn.Linear(c.n_features, c.hidden) if c.input_proj else None
-        self.rnn = nn.LSTM(c.hidden if c.input_proj else c.n_features, c.hidden, c.layers,
-                           batch_first=True, dropout=c.dropout if c.layers > 1 else 0.0)
-        self.drop = nn.Dropout(c.dropout)
-        self.norm = make_norm(c.norm, c.hidden)
-        self.head = Head(c.hidden, c.head, c.head_hidden, c.dropout)
-
-    def _embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.in_proj(x) if self.in_proj is not None else x
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, T, F) -> y: (B, T, 2)."""
-        out, _ = self.rnn(self._embed(x))  # (B, T, H)
-        return self.head(self.norm(self.drop(out)))
+    rnn_class = nn.LSTM
 
     def init_state(self, batch: int, device=None, dtype=None) -> dict[str, torch.Tensor]:
         """{"h": zeros (L, B, H), "c": zeros (L, B, H)}."""
-        device, dtype = param_like(self, device, dtype)
-        shape = (self.config.layers, batch, self.config.hidden)
-        return {"h": torch.zeros(shape, device=device, dtype=dtype),
-                "c": torch.zeros(shape, device=device, dtype=dtype)}
+        return {"h": self._zeros(batch, device, dtype), "c": self._zeros(batch, device, dtype)}
 
     def step(self, x_t: torch.Tensor, state: dict[str, torch.Tensor]):
         """x_t: (B, F) -> (y_t (B, 2), new state); the input state is not modified."""
