@@ -132,13 +132,19 @@ def run_experiment(builder, space, ctx: TrialContext, s: ExperimentSettings, *, 
     return tuner.fit()
 
 
+def _epochs(m: dict) -> int:
+    """Epochs a trial trained: its own count when it reports one (a trial restored after its
+    last epoch reports done once more, so Ray's iteration count can run one ahead)."""
+    return int(m.get("epoch", m.get("training_iteration", 0)))
+
+
 def _status(result) -> str:
     m = result.metrics or {}
     if result.error is not None or m.get("trial_status") == "failed":
         return "failed"
     if m.get("trial_status") == "completed":
         return "completed"
-    return f"pruned_at_epoch_{int(m.get('training_iteration', 0))}"
+    return f"pruned_at_epoch_{_epochs(m)}"
 
 
 def trial_records(results) -> list[dict]:
@@ -148,7 +154,7 @@ def trial_records(results) -> list[dict]:
         m = dict(r.metrics or {})
         tid = m.get("trial_id") or os.path.basename(str(r.path))
         out.append({
-            "trial_id": tid, "status": _status(r), "epochs": int(m.get("training_iteration", 0)),
+            "trial_id": tid, "status": _status(r), "epochs": _epochs(m),
             "config": {k: v for k, v in (r.config or {}).items()},
             "metrics": {k: float(v) for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
             "bundle": m.get("bundle") if m.get("trial_status") == "completed" else None,
@@ -162,11 +168,24 @@ def trial_records(results) -> list[dict]:
 
 
 def reconcile_runs(records: list[dict], ctx: TrialContext) -> None:
-    """Give every trial's MLflow run the driver's status and end any left RUNNING."""
+    """Give every trial's MLflow run the driver's status and end any left RUNNING.
+
+    A trial that started but that Ray had not yet written into its experiment
+    state when the driver was killed is unknown after a resume (the searcher
+    proposes a replacement); its run, still RUNNING under this parent, is
+    ended as KILLED with ``trial_status=abandoned``.
+    """
     if not (ctx.tracking_uri and ctx.experiment_id):
         return
     from mlflow.tracking import MlflowClient
     client = MlflowClient(tracking_uri=ctx.tracking_uri)
+    if ctx.parent_run_id:
+        known = {rec["trial_id"] for rec in records}
+        for run in client.search_runs([ctx.experiment_id], filter_string=(
+                f"tags.mlflow.parentRunId = '{ctx.parent_run_id}' and attributes.status = 'RUNNING'")):
+            if run.data.tags.get("ray_trial_id") not in known:
+                client.set_tag(run.info.run_id, "trial_status", "abandoned")
+                client.set_terminated(run.info.run_id, "KILLED")
     for rec in records:
         run_id = rec.get("mlflow_run_id")
         if not run_id:
