@@ -83,13 +83,27 @@ def cmd_sweep(args):
     print(f"{out['n_trials']} trials in {out['seconds']:.0f} s{note}; leaderboard: {out['leaderboard']}")
 
 
-@command("leaderboard", "print a sweep's leaderboard (top-K configs per family)")
-@_args(lambda p: (p.add_argument("sweep", help="sweep name, sweep folder or leaderboard.json"),
+@command("leaderboard", "print a stage's leaderboard from MLflow (best report mean first), or a sweep's top-K")
+@_args(lambda p: (p.add_argument("sweep", nargs="?", default=None,
+                                 help="a sweep name, folder or leaderboard.json (omit to read MLflow by --stage)"),
+                  p.add_argument("--stage", default="hpo", choices=("feature-search", "hpo", "retrain", "ensemble",
+                                                                     "submission")),
+                  p.add_argument("--top", type=int, default=20),
+                  p.add_argument("--tracking-uri", default=None),
                   p.add_argument("--run-dir", default=None),
                   p.add_argument("--json", action="store_true")))
 def cmd_leaderboard(args):
     import json
-    from .tuning.leaderboard import format_leaderboard
-    from .tuning.sweep import load_leaderboard
-    board = load_leaderboard(args.sweep, args.run_dir)
-    print(json.dumps(board, indent=1, default=str) if args.json else format_leaderboard(board))
+    from .errors import UserError
+    if args.top < 1:
+        raise UserError(f"--top must be >= 1, got {args.top}")
+    if args.sweep:
+        from .tuning.leaderboard import format_leaderboard
+        from .tuning.sweep import load_leaderboard
+        board = load_leaderboard(args.sweep, args.run_dir)
+        print(json.dumps(board, indent=1, default=str) if args.json else format_leaderboard(board))
+        return
+    from .tracking import format_rows, stage_leaderboard
+    rows = stage_leaderboard(args.stage, args.top, args.tracking_uri, args.run_dir)
+    print(json.dumps(rows, indent=1, default=str) if args.json else
+          f"{args.stage} leaderboard, best report-split mean first\n" + format_rows(rows))
