@@ -35,8 +35,14 @@ def setup(uri: str | None = None, run_dir_: str | None = None) -> str:
     """Point mlflow at the store (creating the sqlite schema now, in this process)."""
     import mlflow
     uri = tracking_uri(uri, run_dir_)
+    # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; put the user's value back so a
+    # later stage in this process (another run folder) is not steered by this one's store.
+    before = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
-    os.environ["MLFLOW_TRACKING_URI"] = uri       # children (Ray trials) inherit it
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
     mlflow.search_experiments(max_results=1)      # forces schema creation before any trial
     return uri
 

@@ -105,9 +105,9 @@ def test_import_checkpoints_accepts_good_rejects_bad(pool, tmp_path, cli):
     assert "truncated" in out and "weights_only" in out
     imported = run_dir / "checkpoints" / "imported"
     assert sorted(os.listdir(imported)) == ["good"]
-    import mlflow
-    mlflow.set_tracking_uri(f"sqlite:///{run_dir / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=["retrain"], output_format="list")
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(f"sqlite:///{run_dir / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("retrain").experiment_id])
     assert [r.data.tags.get("stage") for r in runs] == ["imported"]
     # the ensemble reruns from the pool alone and includes the imported member
     s = run_ensemble(checkpoints=str(run_dir / "checkpoints"), run_dir=str(run_dir), n_boot=10, use_mlflow=False,
