@@ -232,3 +232,14 @@ def _write_all(frames: dict[str, pd.DataFrame], paths: dict[str, str]) -> None:
             reason = exc.strerror or str(exc)
             raise UserError(f"{out_dir}: cannot write the synthetic dataset ({reason})") from None
         raise
+
+
+def ensure_dataset(data_dir: str, n_train: int = 512, n_valid: int = 128, seed: int = 0) -> str:
+    """The default dataset: generated on first use in ``data_dir``, reused afterwards."""
+    import os
+    names = ("train.parquet", "valid.parquet", "oracle_valid.parquet")
+    if not all(os.path.exists(os.path.join(data_dir, n)) for n in names):
+        print(f"generating the synthetic dataset in {data_dir} ({n_train} train / {n_valid} valid sequences)",
+              flush=True)
+        write_dataset(data_dir, n_train=n_train, n_valid=n_valid, seed=seed)
+    return data_dir

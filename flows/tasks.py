@@ -79,8 +79,8 @@ def ensure_data(data_dir: str | None, default_dir: str) -> str:
     """``data_dir``, or the synthetic default written to ``default_dir`` on first use."""
     if data_dir:
         return data_dir
-    from ..cli_stages import ensure_synthetic
-    return os.path.abspath(ensure_synthetic(default_dir))
+    from ..data.synth import ensure_dataset
+    return os.path.abspath(ensure_dataset(default_dir))
 
 
 @stage_task("feature-search")

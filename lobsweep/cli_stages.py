@@ -104,33 +104,3 @@ def cmd_predict(args):
             same = f", max |diff| vs valid_pred.npy = {float(np.abs(stored - pred).max()):.3g}"
     print(f"{pred.shape[0]} rows predicted{same}")
 
-
-def ensure_synthetic(data_dir: str, n_train: int = 512, n_valid: int = 128, seed: int = 0) -> str:
-    """The default dataset: generated on first use, reused afterwards."""
-    import os
-    from .data.loader import data_paths
-    paths = data_paths(data_dir)
-    if not all(os.path.exists(paths[k]) for k in ("train", "valid", "oracle_valid")):
-        from .data.synth import write_dataset
-        print(f"generating the synthetic dataset in {data_dir} ({n_train} train / {n_valid} valid sequences)")
-        write_dataset(data_dir, n_train=n_train, n_valid=n_valid, seed=seed)
-    return data_dir
-
-
-@command("demo", "the main job on the default synthetic data (the README's first command)")
-@_args(lambda p: (p.add_argument("--run-dir", default="runs"),
-                  p.add_argument("--data", default=None, help="DIR with train/valid parquet (default: synthetic)")))
-def cmd_demo(args):
-    import os
-    from .submission.baseline import fit_baseline, write_baseline_zip
-    from .submission.scorer import score_zip
-    from .data.loader import data_paths
-    os.environ["LOBSWEEP_RUN_DIR"] = os.path.abspath(args.run_dir)
-    data = args.data or ensure_synthetic(os.path.join(args.run_dir, "data", "synthetic"))
-    paths = data_paths(data)
-    zip_path = os.path.join(args.run_dir, "baseline.zip")
-    write_baseline_zip(fit_baseline(paths["train"]), zip_path)
-    res = score_zip(zip_path, paths["valid"], progress=True)
-    frac = f", {100 * res['oracle_fraction']:.1f}% of oracle" if "oracle_fraction" in res else ""
-    print(f"baseline: weighted_pearson {res['weighted_pearson']:.4f} (t0 {res['t0']:.4f}, t1 {res['t1']:.4f})"
-          f"{frac}, {res['ms_per_row']:.3f} ms/row\nzip: {os.path.abspath(zip_path)}")
