@@ -151,7 +151,7 @@ def test_resume_after_sigkill_loses_no_finished_trial_and_reruns_none(data_dir, 
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 240
-        while len(glob.glob(f"{sdir}/bundles/*/spec.json")) < 2 and first.poll() is None and time.time() < deadline:
+        while first.poll() is None and time.time() < deadline and _n_terminated(f"{sdir}/ray/gru") < 2:
             time.sleep(0.3)
         os.kill(first.pid, signal.SIGKILL)                   # the driver only, mid-sweep
         first.wait()
@@ -185,6 +185,14 @@ def test_resume_after_sigkill_loses_no_finished_trial_and_reruns_none(data_dir, 
     for r in kept:
         if r.data.tags["ray_trial_id"] in finished:
             assert len(client.get_metric_history(r.info.run_id, "tune_mean")) == 4
+
+
+def _n_terminated(experiment_dir: str) -> int:
+    """How many trials Ray's newest snapshot records as finished (0 before the first snapshot)."""
+    try:
+        return sum(s == "TERMINATED" for s in _ray_trial_states(experiment_dir).values())
+    except (IndexError, ValueError, OSError):      # no snapshot yet, or one being written
+        return 0
 
 
 def _ray_trial_states(experiment_dir: str) -> dict:

@@ -23,6 +23,16 @@ from .trainer import TrainConfig, TrainResult, fit, predict, set_seed
 log = logging.getLogger("lobsweep.training")
 
 
+def feature_set_name(features: dict | None) -> str:
+    """A short, stable name of a feature pipeline spec: its groups plus a hash, e.g. ``book+temporal-3fa2c1``."""
+    import hashlib
+    features = features or {}
+    spec = features.get("spec", features) if "format" in features else features
+    groups = [g for g in ("book", "trade", "temporal", "interactions") if spec.get(g)]
+    digest = hashlib.blake2b(json.dumps(spec, sort_keys=True).encode(), digest_size=3).hexdigest()
+    return ("+".join(groups) if groups else "raw") + f"-{digest}"
+
+
 def fraction_of_oracle(report: dict | None, oracle: dict | None) -> float | None:
     if not report or not oracle or "report" not in oracle or oracle["report"]["mean"] <= 0:
         return None
@@ -90,15 +100,17 @@ def log_member(bundle: Bundle, tracking: dict) -> str:
     from .. import tracking as trk
     exp_id = trk.ensure_experiment(tracking["experiment"], tracking.get("uri"))
     spec = bundle.spec
+    from ..submission.cost import member_cost_ms
     tags = {"family": spec["family"], "stage": tracking.get("stage", tracking["experiment"]),
-            "seed": str(spec["seed"]), "feature_set": spec["features"].get("name", "custom")
-            if isinstance(spec["features"], dict) else "custom", **(tracking.get("tags") or {})}
+            "seed": str(spec["seed"]), "feature_set": feature_set_name(spec["features"]),
+            **(tracking.get("tags") or {})}
     parent = tracking.get("parent_run_id")
     with mlflow.start_run(experiment_id=exp_id, run_name=tracking.get("run_name") or bundle.name,
                           tags={**tags, **({"mlflow.parentRunId": parent} if parent else {})}) as run:
         mlflow.log_params(trk.flat_params({"config": spec["config"], "train": spec["train_config"]}))
         trk.log_history(spec["history"])
         mlflow.log_metrics({k: float(v) for k, v in spec["metrics"].items()})
+        mlflow.log_metric("ms_per_step", member_cost_ms(bundle.path))   # this member alone in the packaged engine
         trk.log_figure(trk.curve_figure(spec["history"], f"{spec['family']} seed {spec['seed']}"), "training_curve.png")
         mlflow.log_artifacts(bundle.path, artifact_path="bundle")
         return run.info.run_id
@@ -111,7 +123,6 @@ def predict_bundle(bundle_dir: str, data_path: str) -> np.ndarray:
     data = load(data_path, require_targets=False)
     pipe = b.pipeline()
     model = b.build_model()
-    torch.set_grad_enabled(False)
     batch = int(b.spec.get("train_config", {}).get("eval_batch_size", 64))
     P = predict(model, pipe.transform(data.X), batch, "cpu")
     return P[data.mask]

@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass, field
 from ..models import count_params, create_model
 from ..search_spaces import split_config
 from ..training.bundle import save_bundle
-from ..training.member import build_spec, member_metrics
+from ..submission.cost import member_cost_ms
+from ..training.member import build_spec, feature_set_name, member_metrics
 from ..training.prepare import Prepared, prepare
 from ..training.trainer import TrainConfig, Trainer, predict, set_seed
 
@@ -72,6 +73,7 @@ class ModelTrial:
         self.model = create_model(self.family, **{**hp, "n_features": self.prep.pipeline.n_features_out})
         self.trainer = Trainer(self.model, self.cfg, self.prep.fit, self.prep.tune, None, seed=spec.seed)
         self.device = str(self.trainer.device)
+        self.tags = {"seed": str(spec.seed), "feature_set": feature_set_name(spec.features_spec)}
         self.params = {"family": self.family,
                        **{f"model.{k}": v for k, v in asdict(self.model.config).items()},
                        **{f"train.{k}": v for k, v in self.cfg.to_dict().items()}}
@@ -98,6 +100,7 @@ class ModelTrial:
         P = predict(model, self.prep.valid_X, self.cfg.eval_batch_size, "cpu")
         save_bundle(bundle_dir, model, spec, P[self.prep.valid_mask])
         final = {("final_" + k if k.startswith("tune_") else k): float(v) for k, v in metrics.items()}
+        final["ms_per_step"] = member_cost_ms(bundle_dir)     # this member alone in the packaged engine
         return {**final, "bundle": bundle_dir}
 
     def state_dict(self) -> dict:

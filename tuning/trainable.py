@@ -138,7 +138,7 @@ class SweepTrainable(tune.Trainable):
     # ------------------------------------------------------------ tracking
     def _tracker(self) -> _ChildRun | None:
         if self.tracker is None and self.ctx.tracking_uri and self.ctx.experiment_id:
-            tags = {"family": str(self.config.get("family", ""))}
+            tags = {"family": str(self.config.get("family", "")), **getattr(self.run, "tags", {})}
             name = f"{tags['family'] or 'trial'}-{self.trial_id}"
             self.tracker = _ChildRun(self.ctx, self.trial_id, name, self.run.params, tags)
         return self.tracker
