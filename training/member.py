@@ -12,7 +12,6 @@ import logging
 import time
 
 import numpy as np
-import torch
 
 from ..data.metric import score_masked
 from ..models import count_params, create_model
