@@ -28,7 +28,7 @@ from torch import nn
 
 from lobsweep.errors import UserError
 
-from .layers import Head, WindowAttention, check_common, gru_cell, make_norm, param_like, rnn_layer_weights
+from .layers import RecurrentBody, WindowAttention, check_common, gru_cell, make_norm, param_like, rnn_layer_weights
 from .registry import register_model, require_positive
 
 
@@ -53,25 +53,17 @@ class GRUAttentionConfig:
 
 
 @register_model("gru_attention")
-class GRUAttentionModel(nn.Module):
+class GRUAttentionModel(RecurrentBody):
     """Stacked GRU -> residual window attention -> norm -> head."""
 
     Config = GRUAttentionConfig
 
-    def __init__(self, config: GRUAttentionConfig):
-        super().__init__()
-        c = self.config = config
-        self.in_proj = nn.Linear(c.n_features, c.hidden) if c.input_proj else None
-        self.rnn = nn.GRU(c.hidden if c.input_proj else c.n_features, c.hidden, c.layers,
-                          batch_first=True, dropout=c.dropout if c.layers > 1 else 0.0)
-        self.attn_norm = make_norm(c.norm, c.hidden)
-        self.attn = WindowAttention(c.hidden, c.heads, c.window)
-        self.drop = nn.Dropout(c.dropout)
-        self.norm = make_norm(c.norm, c.hidden)
-        self.head = Head(c.hidden, c.head, c.head_hidden, c.dropout)
+    rnn_class = nn.GRU
 
-    def _embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.in_proj(x) if self.in_proj is not None else x
+    def __init__(self, config: GRUAttentionConfig):
+        super().__init__(config)          # in_proj, rnn, drop, norm, head as in the gru family
+        self.attn_norm = make_norm(config.norm, config.hidden)
+        self.attn = WindowAttention(config.hidden, config.heads, config.window)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, T, F) -> y: (B, T, 2)."""
