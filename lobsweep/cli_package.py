@@ -19,10 +19,9 @@ def _package_args(p):
 
 def resolve_members(members_arg: str | None, weights_arg: str | None):
     """(member paths, weights or None, post_scale) from the command line; one-line UserError on a mismatch."""
-    import json
     import os
 
-    from .errors import UserError
+    from .errors import UserError, read_json
     from .submission.package import SPEC_FORMAT, read_ensemble_spec
 
     given = [m.strip() for m in (members_arg or "").split(",") if m.strip()]
@@ -31,12 +30,9 @@ def resolve_members(members_arg: str | None, weights_arg: str | None):
             raise UserError("give --members B1,B2,... or --weights ENSEMBLE_SPEC.json")
         return given, None, (1.0, 1.0)
     try:
-        with open(weights_arg) as fh:
-            data = json.load(fh)
+        data = read_json(weights_arg)
     except FileNotFoundError:
         raise UserError(f"--weights file not found: {weights_arg}") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{weights_arg}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     if isinstance(data, dict) and data.get("format") == SPEC_FORMAT:
         members, weights, post_scale = read_ensemble_spec(weights_arg)
         if given:
@@ -77,6 +73,6 @@ def cmd_package(args):
               f"weighted_pearson={res['weighted_pearson']:.4f}, {res['ms_per_row']:.3f} ms/row, "
               f"projected {res['projected_minutes_1500_seq']:.1f} min for 1500 sequences")
         if not res["parity_ok"]:
-            from .errors import UserError
+            from .errors import UserError, read_json
             raise UserError(f"{info['path']}: streamed predictions differ from the offline ones by "
                             f"{res['max_abs_diff']:.2g} (> 1e-4)")

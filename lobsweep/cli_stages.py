@@ -32,17 +32,13 @@ def _train_args(p):
 
 
 def load_json_file(path: str | None, what: str):
-    import json
     import os
-    from .errors import UserError
+    from .errors import UserError, read_json
     if not path:
         return None
     if not os.path.exists(path):
         raise UserError(f"{what} file not found: {path}")
-    try:
-        return json.load(open(path))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    return read_json(path)
 
 
 @command("train", "train one model and write its checkpoint bundle")

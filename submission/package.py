@@ -26,7 +26,7 @@ import zipfile
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, read_json
 from ..features import FeaturePipeline
 from ..models import get_config_class
 from ..models.registry import build_config
@@ -231,12 +231,9 @@ def read_ensemble_spec(spec_path: str) -> tuple[list[str], np.ndarray | None, tu
     Relative member paths are taken relative to the spec file's directory.
     """
     try:
-        with open(spec_path) as fh:
-            spec = json.load(fh)
+        spec = read_json(spec_path, PackageError)
     except FileNotFoundError:
         raise PackageError(f"{spec_path}: ensemble spec not found") from None
-    except json.JSONDecodeError as exc:
-        raise PackageError(f"{spec_path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     if not isinstance(spec, dict) or spec.get("format") != SPEC_FORMAT:
         raise PackageError(f"{spec_path}: not an ensemble spec (expected format {SPEC_FORMAT!r})")
     if not isinstance(spec.get("members"), list) or not spec["members"]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import UserError
+from ..errors import UserError, read_json
 
 FORMAT = "lobsweep.bundle/1"
 REQUIRED_SPEC_KEYS = ("format", "family", "config", "features", "seed", "data", "metrics")
@@ -109,10 +109,7 @@ def read_spec(path: str) -> dict:
         raise BundleError(f"{path}: not a bundle directory")
     if not os.path.exists(spec_path):
         raise BundleError(f"{path}: no spec.json")
-    try:
-        spec = json.load(open(spec_path))
-    except json.JSONDecodeError as exc:
-        raise BundleError(f"{spec_path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    spec = read_json(spec_path, BundleError)
     if not isinstance(spec, dict):
         raise BundleError(f"{spec_path}: must hold a JSON object")
     missing = [k for k in REQUIRED_SPEC_KEYS if k not in spec]

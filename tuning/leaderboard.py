@@ -23,7 +23,7 @@ import json
 import os
 import time
 
-from ..errors import UserError
+from ..errors import UserError, read_json
 
 FORMAT = "lobsweep.leaderboard/1"
 FILE = "leaderboard.json"
@@ -80,10 +80,7 @@ def load_leaderboard(path_or_sweep_dir: str) -> dict:
         path = os.path.join(path, FILE)
     if not os.path.exists(path):
         raise UserError(f"no leaderboard at {path_or_sweep_dir} (run `lobsweep sweep` first)")
-    try:
-        board = json.load(open(path))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    board = read_json(path)
     if not isinstance(board, dict) or board.get("format") != FORMAT:
         raise UserError(f"{path}: not a {FORMAT} file")
     return board
