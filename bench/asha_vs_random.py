@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -91,15 +90,11 @@ def main(argv=None) -> int:
                   spaces=bench_space(), seed=args.seed, max_concurrent=args.cpus, track=False,
                   train_fixed={"patience": args.max_epochs})
     stamp = time.strftime("%H%M%S")
-    ray_tmp = tempfile.mkdtemp(prefix="ab-", dir="/tmp")
-    try:
-        with ray_session(num_cpus=args.cpus, temp_dir=ray_tmp):
-            asha = run_arm(data, f"asha-{stamp}", common, grace_period=args.grace, reduction_factor=args.rf,
-                           scheduler="asha", searcher="tpe")
-            full = run_arm(data, f"random-{stamp}", common, grace_period=args.max_epochs,
-                           scheduler="fifo", searcher="random")
-    finally:
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+    with ray_session(num_cpus=args.cpus, log_dir=root):
+        asha = run_arm(data, f"asha-{stamp}", common, grace_period=args.grace, reduction_factor=args.rf,
+                       scheduler="asha", searcher="tpe")
+        full = run_arm(data, f"random-{stamp}", common, grace_period=args.max_epochs,
+                       scheduler="fifo", searcher="random")
 
     target = full["best_tune"] - TOLERANCE
     needed, best_so_far = None, -1.0

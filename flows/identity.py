@@ -7,11 +7,18 @@ the three files that define each checkpoint bundle. Rewriting a file (even
 with the same bytes) gives a new identity, so that stage and every stage
 after it run again; reading files never does. No file is hashed: the real
 train set is gigabytes.
+
+Every stage also keys on the library that computes it: ``library_digest`` is
+the package version plus a hash of every source file of the installed
+``lobsweep`` tree, so an upgrade or an edit of, say, the trainer reruns the
+stages instead of serving results the old code made.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.util
 import json
 import os
 
@@ -55,3 +62,31 @@ def file_digest(path: str) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()[:16]
+
+
+def library_roots() -> dict:
+    """{package name: folder} for ``lobsweep`` and every subpackage, as imported in this process."""
+    import lobsweep
+    names = ["lobsweep", *(f"lobsweep.{n}" for n in lobsweep.SUBPACKAGES)]
+    return {n: list(importlib.util.find_spec(n).submodule_search_locations)[0] for n in names}
+
+
+@functools.lru_cache(maxsize=1)
+def library_digest() -> str:
+    """Version + sha256 over the (relative name, bytes) of every source file of the library tree.
+
+    Computed once per process (about 150 files); the checkout's location does not enter it.
+    """
+    import lobsweep
+    h = hashlib.sha256(lobsweep.__version__.encode())
+    for name, root in sorted(library_roots().items()):
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__" and not d.startswith("."))
+            for f in sorted(filenames):
+                if f.endswith((".pyc", ".pyo")):
+                    continue
+                path = os.path.join(dirpath, f)
+                h.update(f"{name}/{os.path.relpath(path, root)}".encode())
+                with open(path, "rb") as fh:
+                    h.update(hashlib.sha256(fh.read()).digest())
+    return f"{lobsweep.__version__}-{h.hexdigest()[:16]}"

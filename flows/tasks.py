@@ -1,8 +1,8 @@
 """Coarse Prefect tasks: one library stage each, paths and small dicts in and out.
 
-Every stage task is cached on its inputs plus its own source
-(``INPUTS + TASK_SOURCE``, ``ray_address`` left out: where it runs does not
-change what it makes) with persisted results, so a second run with the same
+Every stage task is cached on its inputs, its own source and the library's
+code (``INPUTS + TASK_SOURCE + LibraryCode``, ``ray_address`` left out: where
+it runs does not change what it makes) with persisted results, so a second run with the same
 inputs recomputes nothing. Inputs include the identity of the files the stage
 reads (``identity.py``) and the digest of the upstream output, so changed data
 reruns that stage and every stage after it. The flows point the result storage
@@ -22,14 +22,35 @@ import shutil
 import time
 from pathlib import Path
 
+from dataclasses import dataclass
+
 from prefect import task
-from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
+from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE, CachePolicy
 
 from ..errors import UserError
-from .identity import digest, file_digest
+from .identity import digest, file_digest, library_digest
 
-CACHE = (INPUTS - "ray_address") + TASK_SOURCE
-TRANSIENT = (OSError, TimeoutError, ConnectionError, EOFError)
+
+@dataclass
+class LibraryCode(CachePolicy):
+    """Cache key part: the package version and a digest of the whole installed library source.
+
+    ``TASK_SOURCE`` sees only the task wrapper; the work happens in the library it calls.
+    """
+
+    def compute_key(self, task_ctx, inputs, flow_parameters, **kwargs) -> str:
+        return library_digest()
+
+
+CACHE = (INPUTS - "ray_address") + TASK_SOURCE + LibraryCode()
+# Worth another attempt: lost connections and timeouts (a tracking or Prefect server, a
+# cluster), and Ray's own system failures (a lost worker, node or object). Not: a missing
+# file or folder, a bad path, a permission error, or an error a trial's code raised, which
+# fail the same way every time and must not redo finished work.
+TRANSIENT = (ConnectionError, TimeoutError, EOFError)
+RAY_TRANSIENT = ("RayActorError", "WorkerCrashedError", "NodeDiedError", "ObjectLostError", "OwnerDiedError",
+                 "ObjectFetchTimedOutError", "GetTimeoutError", "RaySystemError", "RuntimeEnvSetupError",
+                 "OutOfMemoryError", "ActorDiedError", "ActorUnavailableError", "ObjectReconstructionFailedError")
 
 
 def plain(obj):
@@ -52,12 +73,19 @@ def with_storage(t, run_dir: str):
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True for failures worth another attempt: I/O, lost workers, Ray/Tune trial execution."""
+    """True for failures worth another attempt (see ``TRANSIENT``); False for deterministic ones.
+
+    A ``RayTaskError`` wraps the exception a task raised: it is judged by that cause.
+    """
     if isinstance(exc, UserError) or type(exc).__name__ == "FeatureSpecError":
         return False
     if isinstance(exc, TRANSIENT):
         return True
-    return any(c.__module__.split(".")[0] == "ray" for c in type(exc).__mro__)
+    names = {c.__name__ for c in type(exc).__mro__ if c.__module__.split(".")[0] == "ray"}
+    if "RayTaskError" in names:
+        cause = getattr(exc, "cause", None)
+        return cause is not None and cause is not exc and is_transient(cause)
+    return bool(names & set(RAY_TRANSIENT))
 
 
 def retry_if_transient(task_, task_run, state) -> bool:

@@ -12,6 +12,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
+import tomllib
 
 import numpy as np
 import pandas as pd
@@ -140,8 +143,11 @@ def test_full_search_is_cached_and_reruns_what_changed(harness, stand_ins, data_
     assert stand_ins.calls == {"feature-search": 2, "hpo": 2, "retrain": 2}
 
 
-@pytest.mark.parametrize("exc, retried", [(UserError("bad value"), False), (ValueError("a bug"), False),
-                                          (OSError("disk went away"), True), (TimeoutError(), True)])
+@pytest.mark.parametrize("exc, retried", [
+    (UserError("bad value"), False), (ValueError("a bug"), False),
+    (FileNotFoundError("runs/retrain/rt-1/retrain.json.tmp"), False), (PermissionError("read-only run folder"), False),
+    (NotADirectoryError("run folder is a file"), False),
+    (ConnectionRefusedError("tracking server down"), True), (TimeoutError(), True)])
 def test_only_transient_errors_are_retried(harness, exc, retried):
     from prefect import flow
     calls = []
@@ -158,11 +164,14 @@ def test_only_transient_errors_are_retried(harness, exc, retried):
     assert once() and len(calls) == (3 if retried else 1)
 
 
-def test_ray_failures_count_as_transient_but_user_errors_inside_them_do_not():
-    ray_error = type("RayTaskError", (RuntimeError,), {"__module__": "ray.exceptions"})
-    wrapped_user_error = type("RayTaskError(UserError)", (ray_error, UserError), {"__module__": "ray.exceptions"})
-    assert tasks.is_transient(ray_error("worker died"))
-    assert not tasks.is_transient(wrapped_user_error("bad spec"))
+def test_lost_ray_workers_are_transient_but_errors_raised_inside_tasks_are_judged_by_their_cause():
+    from ray import exceptions as rex
+    assert tasks.is_transient(rex.WorkerCrashedError())
+    assert tasks.is_transient(rex.NodeDiedError("node gone"))
+    for cause, transient in ((UserError("bad spec"), False), (FileNotFoundError("no folder"), False),
+                             (ValueError("a bug"), False), (ConnectionResetError("server hung up"), True)):
+        wrapped = rex.RayTaskError("train_member", "traceback", cause).as_instanceof_cause()
+        assert tasks.is_transient(wrapped) is transient, cause
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -238,3 +247,56 @@ def test_report_split_file_holds_the_report_sequences_whole_and_in_order(data_di
     assert list(pd.unique(rep["seq_ix"])) == [i for i in ids if i in set(ids[report_idx])]
     assert (rep.groupby("seq_ix").size() == 1000).all()
     np.testing.assert_array_equal(rep.to_numpy(), valid[valid["seq_ix"].isin(ids[report_idx])].to_numpy())
+
+
+def test_library_digest_covers_every_installed_subpackage():
+    import lobsweep
+    with open(os.path.join(os.path.dirname(__file__), "..", "pyproject.toml"), "rb") as fh:
+        packages = tomllib.load(fh)["tool"]["setuptools"]["packages"]
+    assert sorted(identity.library_roots()) == sorted(packages)
+    assert identity.library_digest().startswith(lobsweep.__version__ + "-")
+
+
+def _library_copy(dest) -> str:
+    """The installed package layout (lobsweep/, lobsweep/data/, ...) copied from this checkout under ``dest``."""
+    root = dest / "lib"
+    for name, src in identity.library_roots().items():
+        shutil.copytree(src, root / name.replace(".", os.sep), dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    return str(root)
+
+
+ENSEMBLE_RUN = """
+import sys, lobsweep.ensemble.methods as m
+from lobsweep.flows.stages import ensemble_flow
+print("library at", m.__file__)
+for _ in range(int(sys.argv[4])):
+    ensemble_flow(checkpoints=sys.argv[1], data_dir=sys.argv[2], run_dir=sys.argv[3], score=True)
+"""
+
+
+@pytest.mark.slow
+def test_editing_the_library_reruns_the_stages_it_computes(harness, data_dir, bundles, tmp_path):
+    from prefect.settings import PREFECT_API_URL
+    lib = _library_copy(tmp_path)
+    pool, run_dir = tmp_path / "pool", tmp_path / "runs"
+    for b in bundles:
+        shutil.copytree(b, pool / os.path.basename(b))
+    env = {**os.environ, "PYTHONPATH": lib, "PREFECT_API_URL": PREFECT_API_URL.value(),
+           "PREFECT_LOGGING_LEVEL": "INFO"}
+
+    def run(times: int) -> list[str]:
+        r = subprocess.run([sys.executable, "-c", ENSEMBLE_RUN, str(pool), data_dir, str(run_dir), str(times)],
+                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        out = r.stdout + r.stderr
+        assert f"library at {lib}" in out                              # the copy, not the checkout
+        return [line.split("] ", 1)[1].split(" in ")[0] for line in out.splitlines()
+                if any(f"[{st}] " in line for st in ("ensemble", "package", "score")) and " in " in line
+                and ("cached" in line or "done" in line)]
+
+    assert run(2) == ["done"] * 3 + ["cached (inputs unchanged)"] * 3     # same code: the second run is cached
+    methods = os.path.join(lib, "lobsweep", "ensemble", "methods.py")
+    with open(methods, "a") as fh:
+        fh.write("\n\ndef _edited_after_the_first_run():\n    return 1\n")
+    assert run(1) == ["done"] * 3                                         # edited library: recomputed

@@ -206,11 +206,9 @@ def _ray_trial_states(experiment_dir: str) -> dict:
 def ray_local():
     """One private local Ray for the in-process sweeps (4 logical CPUs on this 2-core box)."""
     from lobsweep.tuning.ray_setup import ray_session
-    tmp = tempfile.mkdtemp(prefix="lst-", dir="/tmp")
-    with ray_session(num_cpus=4, temp_dir=tmp) as ray:
+    with ray_session(num_cpus=4) as ray:
         assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}
         yield ray
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.mark.slow

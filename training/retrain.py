@@ -78,6 +78,29 @@ def _run_job(job: dict, data_dir: str, out_root: str, prepare_kwargs: dict, trac
         return {"ok": False, "name": job["name"], "error": f"{type(exc).__name__}: {exc}", **_key(job)}
 
 
+def finished_member(job: dict, out_root: str) -> dict | None:
+    """The result record of ``job`` when an earlier attempt already wrote its bundle, else None.
+
+    Bundles are written atomically, so one that loads is complete; it is reused only when its
+    spec names the same family, config, training config and seed as the job (the pool folder is
+    named by a digest of the stage's inputs, so a match is the same member).
+    """
+    path = os.path.join(out_root, job["name"])
+    if not os.path.isfile(os.path.join(path, "spec.json")):
+        return None
+    try:
+        spec = load_bundle(path).spec
+    except UserError:
+        return None
+    same = (spec.get("family") == job["family"] and int(spec.get("seed", -1)) == job["seed"]
+            and spec.get("parent_trial") == job["parent_trial"]
+            and all(spec.get("config", {}).get(k) == v for k, v in job["hparams"].items()))
+    if not same:
+        return None
+    return {"ok": True, "name": job["name"], "bundle": path, "metrics": spec["metrics"], "reused": True,
+            **_key(job)}
+
+
 def _key(job: dict) -> dict:
     return {"family": job["family"], "parent_trial": job["parent_trial"], "seed": job["seed"]}
 
@@ -99,10 +122,17 @@ def run_retrain(sweep: str, *, top_k: int = 2, seeds: int = 2, data_dir: str | N
     name = name or f"{board['sweep']}-retrain"
     root = os.path.join(trk.run_dir(run_dir), "retrain", name)
     out_root = os.path.join(trk.run_dir(run_dir), "checkpoints", name)   # the pool every ensemble reads
-    os.makedirs(out_root, exist_ok=True)
+    for d in (root, out_root):
+        os.makedirs(d, exist_ok=True)
+    reused = [r for r in (finished_member(j, out_root) for j in jobs) if r is not None]
+    done_names = {r["name"] for r in reused}
+    todo = [j for j in jobs if j["name"] not in done_names]
+    if reused:
+        print(f"[retrain] {len(reused)} of {len(jobs)} members already in {out_root}: reused, not retrained",
+              flush=True)
     cache = os.path.join(trk.run_dir(run_dir), "cache")
     prepare_kwargs = {"cache_dir": cache}
-    for spec in {json.dumps(j["features"], sort_keys=True) for j in jobs}:   # warm the cache before workers
+    for spec in {json.dumps(j["features"], sort_keys=True) for j in todo}:   # warm the cache before workers
         prepare(data_dir, json.loads(spec), **prepare_kwargs)
 
     tracking, parent = None, None
@@ -115,19 +145,19 @@ def run_retrain(sweep: str, *, top_k: int = 2, seeds: int = 2, data_dir: str | N
                     "parent_run_id": parent.info.run_id, "tags": {"sweep": board["sweep"]}}
         mlflow.end_run()
     t0 = time.perf_counter()
-    with ray_session(ray_address, num_cpus=None, temp_dir=os.path.join(root, "ray")) as ray:
-        for j in jobs:
-            j["threads"] = max(1, int(res["cpu"]))
-        remote = ray.remote(num_cpus=res["cpu"], num_gpus=res["gpu"], max_retries=1)(_run_job)
-        refs = [remote.remote(j, data_dir, out_root, prepare_kwargs, tracking) for j in jobs]
-        results = []
-        pending = list(refs)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            r = ray.get(done[0])
-            results.append(r)
-            status = "ok" if r["ok"] else f"FAILED ({r['error'][:120]})"
-            print(f"[retrain {len(results)}/{len(jobs)}] {r['name']}: {status}", flush=True)
+    results = list(reused)
+    if todo:
+        with ray_session(ray_address, num_cpus=None, log_dir=root) as ray:
+            for j in todo:
+                j["threads"] = max(1, int(res["cpu"]))
+            remote = ray.remote(num_cpus=res["cpu"], num_gpus=res["gpu"], max_retries=1)(_run_job)
+            pending = [remote.remote(j, data_dir, out_root, prepare_kwargs, tracking) for j in todo]
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                r = ray.get(done[0])
+                results.append(r)
+                status = "ok" if r["ok"] else f"FAILED ({r['error'][:120]})"
+                print(f"[retrain {len(results)}/{len(jobs)}] {r['name']}: {status}", flush=True)
     ok = [r for r in results if r["ok"]]
     failed = [r for r in results if not r["ok"]]
     summary = {"format": "lobsweep.retrain/1", "name": name, "sweep": board["sweep"], "data_dir": data_dir,

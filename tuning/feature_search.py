@@ -232,7 +232,7 @@ def _run_candidates(plan: _Plan, trk: _Tracking | None, time_left: float | None)
                        tracking_uri=trk.uri if trk else None, experiment_id=trk.experiment_id if trk else None,
                        parent_run_id=trk.parent if trk else None, stage=STAGE)
     builder = FeatureTrialBuilder(plan.data_dir, plan.proxy, plan.path("cache"))
-    with ray_session(plan.ray_address, num_cpus=plan.local_cpus, temp_dir=os.path.join(plan.run_dir, "ray_tmp")):
+    with ray_session(plan.ray_address, num_cpus=plan.local_cpus, log_dir=plan.sdir):
         check_fits(plan.resources)
         settings = ExperimentSettings(
             num_samples=plan.num_samples, max_t=int(plan.proxy.max_epochs), metric="tune_mean", grace_period=1,

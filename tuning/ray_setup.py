@@ -26,8 +26,6 @@ from ..errors import UserError
 log = logging.getLogger("lobsweep.tuning")
 
 RESOURCE_KEYS = ("cpu", "gpu")
-# AF_UNIX socket paths are limited to 107 bytes; Ray appends about 60 to its temp dir
-MAX_TEMP_DIR_LEN = 45
 
 
 def parse_resources(spec) -> dict:
@@ -71,16 +69,25 @@ def cluster_address(explicit: str | None = None) -> str | None:
     return explicit or os.environ.get("RAY_ADDRESS") or None
 
 
-def _temp_dir(preferred: str | None) -> tuple[str, bool]:
-    """A Ray temp dir short enough for its sockets; (path, created_here_and_removable).
+def _short_temp_dir() -> str:
+    """A fresh, short Ray temp dir under $RAY_TMPDIR or /tmp.
 
-    Too long a ``preferred`` path falls back to a fresh dir under $RAY_TMPDIR or /tmp.
+    Ray puts AF_UNIX sockets under its temp dir and their paths are limited to
+    107 bytes, so it never lives inside a user's run folder (which may be
+    arbitrarily deep): every stage creates its own folders itself.
     """
-    if preferred and len(os.path.abspath(preferred)) <= MAX_TEMP_DIR_LEN:
-        os.makedirs(preferred, exist_ok=True)
-        return os.path.abspath(preferred), False
     root = os.environ.get("RAY_TMPDIR") or ("/tmp" if os.path.isdir("/tmp") else None)
-    return tempfile.mkdtemp(prefix="lsray-", dir=root), True
+    return tempfile.mkdtemp(prefix="lsray-", dir=root)
+
+
+def _keep_logs(tmp: str, log_dir: str | None) -> None:
+    """Copy the Ray session's logs into ``log_dir/ray-logs`` (best effort: logs never fail a stage)."""
+    if not log_dir:
+        return
+    src = os.path.join(tmp, "session_latest", "logs")
+    if os.path.isdir(src):
+        shutil.copytree(src, os.path.join(log_dir, "ray-logs"), dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("*.sock", "*.pid"), ignore_dangling_symlinks=True)
 
 
 @contextlib.contextmanager
@@ -108,13 +115,13 @@ def loopback_only():
 
 @contextlib.contextmanager
 def ray_session(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None,
-                temp_dir: str | None = None):
+                log_dir: str | None = None):
     """Yield with Ray initialised; shut down on exit only what was started here.
 
     ``address``: join that cluster (or ``$RAY_ADDRESS``); otherwise a private
     local instance with ``num_cpus`` / ``num_gpus`` (logical GPUs are allowed
-    on a machine without any) and its temp dir under ``temp_dir`` when that
-    path is short enough for Ray's sockets.
+    on a machine without any) in a fresh short temp dir, whose logs are copied
+    to ``log_dir`` (a folder of the calling stage) when the session ends.
     """
     import ray
     if ray.is_initialized():
@@ -129,16 +136,21 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None, num_
         finally:
             ray.shutdown()
         return
-    tmp, own = _temp_dir(temp_dir)
-    with loopback_only():
-        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
-                 _temp_dir=tmp, log_to_driver=True, configure_logging=False)
-        try:
-            yield ray
-        finally:
-            ray.shutdown()
-            if own:
-                shutil.rmtree(tmp, ignore_errors=True)
+    tmp = _short_temp_dir()
+    try:
+        with loopback_only():
+            ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
+                     _temp_dir=tmp, log_to_driver=True, configure_logging=False)
+            try:
+                yield ray
+            finally:
+                ray.shutdown()
+                try:
+                    _keep_logs(tmp, log_dir)
+                except OSError as exc:
+                    log.warning("could not keep Ray's logs in %s: %s", log_dir, exc)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def cluster_capacity() -> dict:

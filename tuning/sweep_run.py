@@ -121,8 +121,7 @@ def execute(meta: dict, meta_path: str, run_dir: str, *, ray_address=None, callb
     log.info("sweep %s: %d fit / %d tune / %d report sequences, %d features", meta["name"], prep.info["n_fit"],
              prep.info["n_tune"], prep.info["n_report"], prep.info["n_features"])
     try:
-        with ray_session(ray_address, num_cpus=local_cpus, num_gpus=local_gpus,
-                         temp_dir=os.path.join(run_dir, "ray_tmp")):
+        with ray_session(ray_address, num_cpus=local_cpus, num_gpus=local_gpus, log_dir=sdir):
             check_fits(res)
             conc = int(meta["max_concurrent"] or default_concurrency(res))
             for i, (group, fam) in enumerate(groups):
