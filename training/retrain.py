@@ -210,7 +210,7 @@ def _diversity_report(summary: dict, parent_run_id: str) -> None:
     with mlflow.start_run(run_id=parent_run_id):
         fig, axes = plt.subplots(1, 2, figsize=(5 + 0.5 * len(names), 4 + 0.25 * len(names)))
         for k, ax in enumerate(axes):
-            c = np.corrcoef(P[:, :, k].T)
+            c = np.atleast_2d(np.corrcoef(P[:, :, k].T))          # one member: a 1x1 matrix
             im = ax.imshow(c, vmin=min(0.0, c.min()), vmax=1.0, cmap="viridis")
             ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
             ax.set_yticks(range(len(names)), names, fontsize=6)
