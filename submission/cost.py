@@ -87,14 +87,16 @@ def _read_cache(path: str) -> dict | None:
             cached = json.load(fh)
     except (OSError, json.JSONDecodeError):
         return None
-    ok = isinstance(cached, dict) and cached.get("format") == FORMAT and cached.get("engine") == VERSION
+    ok = (isinstance(cached, dict) and cached.get("format") == FORMAT and cached.get("engine") == VERSION
+          and cached.get("host") == platform.node())             # another machine's timing says little here
     return cached if ok and isinstance(cached.get("ms_per_step"), (int, float)) else None
 
 
 def member_cost_ms(bundle_dir: str, steps: int = 3000, refresh: bool = False) -> float:
     """ms per step of one member alone in the packaged engine; cached in ``bundle_dir/latency.json``.
 
-    A cache written by another engine version is measured again; ``refresh`` always re-measures.
+    A cache written by another engine version or on another host is measured again; ``refresh``
+    always re-measures.
     """
     path = os.path.join(str(bundle_dir), LATENCY_FILE)
     cached = None if refresh else _read_cache(path)

@@ -3,7 +3,16 @@
 Each bundle is validated on its own (spec, weights loadable with
 ``weights_only=True`` into the model its spec describes, predictions covering
 exactly the valid file it claims, and that file's fingerprint matching the
-local valid data). Valid bundles are copied into ``<run_dir>/checkpoints/imported/``
+local valid data), and against this pool:
+
+- its role split (tune fraction, seed, where tune comes from) must equal the
+  pool's, since a member that early-stopped on what this pool calls report
+  would leak the report split into every decision made with it;
+- its ``valid_pred.npy`` must be what its weights predict, re-computed here on a
+  sample of valid sequences (the ensemble trusts those predictions);
+- a ``latency.json`` measured on another host is dropped and the member's cost
+  measured again here.
+ Valid bundles are copied into ``<run_dir>/checkpoints/imported/``
 and logged as runs of the ``retrain`` experiment (stage tag ``imported``), so
 leaderboards and ``--from-mlflow retrain`` see them. Bad ones are rejected
 with one reason each and leave no trace. Finally a Prefect event tells the
@@ -12,16 +21,60 @@ ensemble deployment's trigger that new members arrived.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 
-from ..data.loader import data_paths, load
+import numpy as np
+
+from ..data.loader import LobData, data_paths, load
+from ..data.splits import split_info
 from ..errors import UserError
-from .bundle import BundleError, find_bundles, validate_bundle
+from .bundle import Bundle, BundleError, find_bundles, load_bundle, validate_bundle
 
 EVENT = "lobsweep.checkpoints.imported"
 RESOURCE_ID = "lobsweep.checkpoints"
+CHECK_SEQUENCES = 4          # valid sequences whose predictions are recomputed from the weights
+PRED_TOLERANCE = 1e-3        # max |diff| allowed (float32 on another machine's BLAS differs by ~1e-6)
+
+
+def pool_split(pool: str) -> dict:
+    """The role split every bundle in ``pool`` shares, or the default split for an empty pool."""
+    splits = set()
+    for path in find_bundles(pool):
+        try:
+            splits.add(json.dumps(load_bundle(path).spec["data"].get("split"), sort_keys=True))
+        except BundleError:
+            continue
+    if len(splits) > 1:
+        raise UserError(f"{pool}: its bundles were trained with different role splits ({' vs '.join(sorted(splits))})")
+    return json.loads(splits.pop()) if splits else split_info()
+
+
+def check_split(b: Bundle, expected: dict) -> None:
+    got = b.spec["data"].get("split")
+    if got != expected:
+        raise BundleError(f"{b.path}: trained with role split {got}, this pool uses {expected}; its early stopping "
+                          f"may have seen what this pool calls report")
+
+
+def check_predictions(b: Bundle, valid: LobData, n_seq: int = CHECK_SEQUENCES) -> float:
+    """Recompute the bundle's predictions on ``n_seq`` evenly spaced valid sequences; max |diff| (or BundleError)."""
+    from .trainer import predict
+    idx = np.unique(np.linspace(0, valid.n_seq - 1, min(n_seq, valid.n_seq)).round().astype(int))
+    offsets = np.concatenate([[0], np.cumsum(valid.mask.sum(axis=1))])
+    model, pipe = b.build_model(), b.pipeline()
+    P = predict(model, pipe.transform(np.asarray(valid.X[idx])), 8, "cpu")            # [k, T, 2]
+    worst = 0.0
+    for k, i in enumerate(idx):
+        mine = P[k][valid.mask[i]]
+        theirs = b.valid_pred[offsets[i]:offsets[i + 1]]
+        worst = max(worst, float(np.abs(mine - theirs).max()))
+    if not worst <= PRED_TOLERANCE:
+        raise BundleError(f"{b.path}: valid_pred.npy is not what its weights predict (max |diff| {worst:.2g} over "
+                          f"{len(idx)} valid sequences, tolerance {PRED_TOLERANCE:g})")
+    return worst
 
 
 def pool_dir(run_dir: str | None = None) -> str:
@@ -42,12 +95,16 @@ def import_checkpoints(src: str, data_dir: str, *, run_dir: str | None = None, t
         raise UserError(f"--data {data_dir}: no valid.parquet to check the bundles against")
     valid = load(valid_path)
     n_rows = int(valid.mask.sum())
+    from ..submission.cost import LATENCY_FILE, member_cost_ms
     dest_root = os.path.join(pool_dir(run_dir), "imported")
     os.makedirs(dest_root, exist_ok=True)
+    expected_split = pool_split(pool_dir(run_dir))
     accepted, rejected = [], []
     for path in found:
         try:
-            validate_bundle(path, valid.fingerprint, n_rows)
+            b = validate_bundle(path, valid.fingerprint, n_rows)
+            check_split(b, expected_split)
+            pred_diff = check_predictions(b, valid)
         except BundleError as exc:
             rejected.append({"bundle": path, "reason": str(exc)})
             continue
@@ -55,13 +112,13 @@ def import_checkpoints(src: str, data_dir: str, *, run_dir: str | None = None, t
         dest = os.path.join(dest_root, name)
         tmp = tempfile.mkdtemp(prefix=".import-", dir=dest_root)
         shutil.rmtree(tmp)
-        shutil.copytree(path, tmp)
+        shutil.copytree(path, tmp, ignore=shutil.ignore_patterns(LATENCY_FILE))   # measured here, not trusted
         if os.path.exists(dest):
             shutil.rmtree(dest)
         os.replace(tmp, dest)
-        accepted.append({"bundle": dest, "source": os.path.abspath(path)})
+        accepted.append({"bundle": dest, "source": os.path.abspath(path), "pred_max_abs_diff": pred_diff,
+                         "ms_per_step": member_cost_ms(dest)})
     if use_mlflow and accepted:
-        from .bundle import load_bundle
         from .member import log_member
         for a in accepted:
             a["mlflow_run_id"] = log_member(load_bundle(a["bundle"]), {
