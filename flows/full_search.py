@@ -10,6 +10,7 @@ the MLflow UI on the leaderboard, and where the time went.
 
 from __future__ import annotations
 
+import shlex
 import time
 
 from prefect import flow
@@ -70,7 +71,7 @@ def members_table(rt: dict) -> str:
 def mlflow_lines(out: dict) -> list[str]:
     uri = out["tracking_uri"]
     if uri.startswith("sqlite:"):
-        head = [f"open the UI:  mlflow ui --backend-store-uri {uri} --host 127.0.0.1", "then"]
+        head = [f"open the UI:  mlflow ui --backend-store-uri {shlex.quote(uri)} --host 127.0.0.1", "then"]
         base = UI
     else:
         head, base = [], uri.rstrip("/")

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from prefect import flow, get_run_logger
 
+from .. import progress
 from . import tasks
 from .identity import bundles_identity, data_identity
 from .profiles import Settings, check_data_dir, check_endpoints, check_ensemble, check_run_dir, resolve
@@ -36,7 +37,7 @@ def say(msg: str) -> None:
     if logger is not None and logger.isEnabledFor(logging.INFO):
         logger.info(msg)
     else:
-        print(msg, flush=True)
+        progress.say(msg)
 
 
 @dataclass

@@ -224,8 +224,11 @@ def score(zip_path: str, zip_digest: str, data_dir: str, data_id: dict, split: d
     paths = data_paths(data_dir)
     report = write_report_split(paths["valid"], split, os.path.join(os.path.dirname(zip_path), "report.parquet"))
     oracle = paths["oracle_valid"] if os.path.exists(paths["oracle_valid"]) else None
+    from ..progress import Stage
     t0 = time.perf_counter()
-    res = score_zip(zip_path, report, oracle_path=oracle, progress=False)
+    stage = Stage("score", unit="rows", score_label="")
+    res = score_zip(zip_path, report, oracle_path=oracle, progress=stage)
+    stage.close()
     res.pop("predictions", None)
     res["predict_seconds"] = res.pop("seconds")
     return plain({**res,

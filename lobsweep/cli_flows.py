@@ -41,7 +41,9 @@ def _full_search_args(p):
     p.add_argument("--no-feature-search", action="store_true", help="use the default feature pipeline")
     p.add_argument("--no-score", action="store_true", help="skip scoring the zip step by step")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--verbose", action="store_true", help="show Prefect's own log lines")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="show Ray's, Optuna's and Prefect's own output live (by default it goes to the run "
+                        "folder's logs/ and the terminal shows one progress line per stage)")
 
 
 def flow_kwargs(args) -> dict:
@@ -70,9 +72,19 @@ def cmd_full_search(args):
     kw = flow_kwargs(args)
     settings = resolve(**kw)                      # every check, before Prefect or any work
     prefect_environment(settings.run_dir, args.verbose)
-    from .flows.full_search import full_search
-    out = full_search(**kw)
+    from .progress import quiet_libraries, say
+    log_path = os.path.join(settings.run_dir, "logs", time.strftime("full-search-%Y%m%d-%H%M%S.log"))
+    if not args.verbose:
+        say(f"full-search: Ray's, Optuna's and Prefect's own output goes to {log_path} (-v shows it live)")
+    try:
+        with quiet_libraries(log_path, args.verbose):
+            from .flows.full_search import full_search
+            out = full_search(**kw)
+    except BaseException:
+        if not args.verbose:
+            say(f"full-search failed; the libraries' own output is in {log_path}")
+        raise
     wall = time.perf_counter() - t0
     stage_s = sum(st["stage_s"] for st in out["steps"])
-    print(f"wall time {wall:.0f} s, of which stage work {stage_s:.0f} s and orchestration {wall - stage_s:.0f} s "
-          f"(start-up, imports, Prefect bookkeeping and caching)")
+    say(f"wall time {wall:.0f} s, of which stage work {stage_s:.0f} s and orchestration {wall - stage_s:.0f} s "
+        f"(start-up, imports, Prefect bookkeeping and caching)")

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import zipfile
 
 import numpy as np
@@ -33,6 +34,7 @@ from tqdm import tqdm
 from ..data.contract import FEATURE_COLS, SEQ_LEN, TARGET_COLS
 from ..data.metric import score
 from ..errors import DataError, UserError
+from ..progress import Stage
 
 MAX_ZIP_BYTES = 20_000_000        # "20 MB"; the decimal reading is the stricter one
 MAX_UNPACKED_BYTES = 2_000_000_000
@@ -139,7 +141,18 @@ def _last_line(path: str) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def _run_worker(cfg: dict, work: str, total_rows: int, progress: bool, timeout: float | None,
+def _stage_rows(stage: Stage, rows: int, total_rows: int) -> None:
+    """Rows scored and rows/s on the stage's line; a printed line at each quarter of the file."""
+    before = stage.counts.get("scored", 0)
+    stage.counts["scored"] = rows
+    stage.extra = f"{rows / max(time.time() - stage.started, 1e-9):,.0f} rows/s"
+    if any(before < q * total_rows <= rows for q in (0.25, 0.5, 0.75)):
+        stage.event(f"{100 * rows // max(total_rows, 1)}%")
+    else:
+        stage.tick()
+
+
+def _run_worker(cfg: dict, work: str, total_rows: int, progress, timeout: float | None,
                 label: str) -> dict:
     """Run the worker on ``cfg``; returns its result dict or raises UserError."""
     cfg_path = os.path.join(work, "config.json")
@@ -147,7 +160,8 @@ def _run_worker(cfg: dict, work: str, total_rows: int, progress: bool, timeout: 
         json.dump(cfg, fh)
     log_path = os.path.join(work, "worker.log")
     env = {**os.environ, **_ONE_THREAD}
-    with open(log_path, "wb") as log, tqdm(total=total_rows, disable=not progress, unit="row",
+    stage = progress if isinstance(progress, Stage) else None
+    with open(log_path, "wb") as log, tqdm(total=total_rows, disable=progress is not True, unit="row",
                                              desc="scoring", mininterval=0.5) as bar:
         proc = subprocess.Popen([sys.executable, "-I", WORKER, cfg_path], cwd=cfg["solution_dir"], env=env,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, text=True)
@@ -164,6 +178,8 @@ def _run_worker(cfg: dict, work: str, total_rows: int, progress: bool, timeout: 
             for line in proc.stdout:
                 if line.startswith("P "):
                     bar.update(int(line[2:]) - bar.n)
+                    if stage is not None:
+                        _stage_rows(stage, int(line[2:]), total_rows)
             proc.wait()
         finally:
             if timer:
@@ -184,9 +200,11 @@ def _run_worker(cfg: dict, work: str, total_rows: int, progress: bool, timeout: 
     return result
 
 
-def score_zip(zip_path, data_path, *, oracle_path=None, progress: bool = True, max_rows: int | None = None,
-              timeout: float | None = None) -> dict:
+def score_zip(zip_path, data_path, *, oracle_path=None, progress: bool | Stage = True,
+              max_rows: int | None = None, timeout: float | None = None) -> dict:
     """Score a submission zip on a contract parquet file with targets.
+
+    ``progress``: True draws a tqdm bar, a ``lobsweep.progress.Stage`` gets rows and rows/s.
 
     Returns t0, t1, weighted_pearson (their mean), rows (scored), total_rows
     (fed), seconds (predict loop), setup_seconds (import + constructor),

@@ -62,4 +62,15 @@ def cli():
     return run_cli
 
 
+@pytest.fixture
+def deep_dir(tmp_path):
+    """``deep_dir(label)``: a new folder 150+ characters deep whose path holds a space (where users keep work)."""
+    def make(label: str) -> str:
+        d = tmp_path / f"{label} with a space" / ("deep-" + "x" * 90) / ("deeper-" + "y" * 40)
+        d.mkdir(parents=True)
+        assert len(str(d)) > 150 and " " in str(d)
+        return str(d)
+    return make
+
+
 assert FEATURE_COLS  # the contract module imports cleanly

@@ -20,14 +20,6 @@ from lobsweep.tuning.leaderboard import FORMAT as BOARD_FORMAT
 TINY = {"hidden": 8, "layers": 1, "head": "linear", "input_proj": False}
 
 
-def deep_dir(tmp_path, label: str) -> str:
-    """A folder 150+ characters deep whose path contains a space (where users keep their checkouts)."""
-    d = tmp_path / f"{label} with a space" / ("deep-" + "x" * 90) / ("deeper-" + "y" * 40)
-    d.mkdir(parents=True)
-    assert len(str(d)) > 150 and " " in str(d)
-    return str(d)
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("retrain-data")
@@ -46,8 +38,8 @@ def leaderboard(tmp_path) -> str:
 
 
 @pytest.mark.slow
-def test_retrain_lands_good_members_reports_failures_and_resumes(data_dir, tmp_path, capfd):
-    run_dir = deep_dir(tmp_path, "runs")
+def test_retrain_lands_good_members_reports_failures_and_resumes(data_dir, tmp_path, deep_dir, capfd):
+    run_dir = deep_dir("runs")
     board = leaderboard(tmp_path)
     pool = os.path.join(run_dir, "checkpoints", "rt-tiny")
     os.makedirs(pool)

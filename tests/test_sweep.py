@@ -21,6 +21,7 @@ import textwrap
 import time
 
 import pytest
+import torch
 
 from lobsweep.cli import main
 from lobsweep.errors import UserError
@@ -342,8 +343,13 @@ def test_cluster_runs_four_half_gpu_trials_at_once_and_falls_back_to_cpu(data_di
         most = max(most, running)
     assert most == 4
     assert len({r["node_id"] for r in recs}) == 2
+    cuda = torch.cuda.is_available()            # a GPU host: the trials must really use the GPU Ray gave them
     for r in recs:
-        assert r["gpu_ids"] != "" and r["cuda_visible_devices"] == r["gpu_ids"] and r["device"] == "cpu"
+        assert r["gpu_ids"] != "" and r["cuda_visible_devices"] == r["gpu_ids"]
         log = open(os.path.join(r["path"], "stderr")).read()
-        assert "CUDA is not available here; training on CPU" in log
         assert f"Ray GPU ids [{r['gpu_ids']}]" in log
+        if cuda:
+            assert r["device"].startswith("cuda"), r["device"]
+            assert "CUDA is not available here" not in log
+        else:
+            assert r["device"] == "cpu" and "CUDA is not available here; training on CPU" in log

@@ -115,18 +115,26 @@ def prepare(data_dir: str, features_spec: dict | None = None, *, tune_frac: floa
     pipe = FeaturePipeline.from_spec(features_spec or {})
     fit_X = np.asarray(train.X[fit_idx]) if len(fit_idx) < train.n_seq else train.X
     pipe.fit(fit_X, mask=train.mask[fit_idx])
+    del fit_X
     tag = [train.fingerprint, fit_idx.tolist() if len(fit_idx) < train.n_seq else "all"]
-    train_F = _cached_transform(pipe, train.X, f"train:{tag}", cache_dir)
+    # Only the train sequences a role uses are transformed: with --max-train-seqs 64 on the real
+    # 10.7M-row file, transforming all of it held a second full-size array for nothing.
+    used = np.sort(np.concatenate([fit_idx, carved_tune])) if tune_from == "train" else fit_idx
+    whole = len(used) == train.n_seq
+    train_F = _cached_transform(pipe, train.X if whole else np.asarray(train.X[used]),
+                                f"train:{tag}:{'all' if whole else used.tolist()}", cache_dir)
     valid_F = _cached_transform(pipe, valid.X, f"valid:{valid.fingerprint}:{tag}", cache_dir)
 
-    def role(data: LobData, F: np.ndarray, idx: np.ndarray) -> Split:
-        if len(idx) == data.n_seq:
+    def role(data: LobData, F: np.ndarray, idx: np.ndarray, rows: np.ndarray | None = None) -> Split:
+        """``idx`` indexes ``data``; ``rows`` the same sequences' rows in ``F`` (default: ``idx``)."""
+        rows = idx if rows is None else rows
+        if len(idx) == data.n_seq and len(rows) == F.shape[0]:
             return Split(F, data.Y, data.mask)
-        return Split(np.asarray(F[idx]), np.asarray(data.Y[idx]), data.mask[idx])
+        return Split(np.asarray(F[rows]), np.asarray(data.Y[idx]), data.mask[idx])
 
-    fit_split = role(train, train_F, fit_idx)
+    fit_split = role(train, train_F, fit_idx, np.searchsorted(used, fit_idx))
     if tune_from == "train":
-        tune_split = role(train, train_F, carved_tune)
+        tune_split = role(train, train_F, carved_tune, np.searchsorted(used, carved_tune))
     else:
         tune_split = role(valid, valid_F, tune_idx)
     report_split = role(valid, valid_F, report_idx)

@@ -26,6 +26,7 @@ import numpy as np
 from ..data.metric import score
 from ..data.splits import row_roles, split_roles
 from ..errors import UserError
+from ..progress import Stage, say
 from .bundle import load_bundle
 
 log = logging.getLogger("lobsweep.retrain")
@@ -128,8 +129,7 @@ def run_retrain(sweep: str, *, top_k: int = 2, seeds: int = 2, data_dir: str | N
     done_names = {r["name"] for r in reused}
     todo = [j for j in jobs if j["name"] not in done_names]
     if reused:
-        print(f"[retrain] {len(reused)} of {len(jobs)} members already in {out_root}: reused, not retrained",
-              flush=True)
+        say(f"[retrain] {len(reused)} of {len(jobs)} members already in {out_root}: reused, not retrained")
     cache = os.path.join(trk.run_dir(run_dir), "cache")
     prepare_kwargs = {"cache_dir": cache}
     for spec in {json.dumps(j["features"], sort_keys=True) for j in todo}:   # warm the cache before workers
@@ -146,6 +146,10 @@ def run_retrain(sweep: str, *, top_k: int = 2, seeds: int = 2, data_dir: str | N
         mlflow.end_run()
     t0 = time.perf_counter()
     results = list(reused)
+    stage = Stage("retrain", unit="members", total=len(jobs), score_label="best member tune")
+    stage.counts.update(reused=len(reused), trained=0, failed=0)
+    for r in reused:
+        stage.score(r["metrics"].get("tune_mean"))
     if todo:
         with ray_session(ray_address, num_cpus=None, log_dir=root) as ray:
             for j in todo:
@@ -156,8 +160,11 @@ def run_retrain(sweep: str, *, top_k: int = 2, seeds: int = 2, data_dir: str | N
                 done, pending = ray.wait(pending, num_returns=1)
                 r = ray.get(done[0])
                 results.append(r)
-                status = "ok" if r["ok"] else f"FAILED ({r['error'][:120]})"
-                print(f"[retrain {len(results)}/{len(jobs)}] {r['name']}: {status}", flush=True)
+                stage.add("trained" if r["ok"] else "failed")
+                if r["ok"]:
+                    stage.score(r["metrics"].get("tune_mean"))
+                stage.event(f"{r['name']}: " + ("ok" if r["ok"] else f"FAILED ({r['error'][:120]})"))
+    stage.close()
     ok = [r for r in results if r["ok"]]
     failed = [r for r in results if not r["ok"]]
     summary = {"format": "lobsweep.retrain/1", "name": name, "sweep": board["sweep"], "data_dir": data_dir,

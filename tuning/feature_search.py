@@ -232,16 +232,22 @@ def _run_candidates(plan: _Plan, trk: _Tracking | None, time_left: float | None)
                        tracking_uri=trk.uri if trk else None, experiment_id=trk.experiment_id if trk else None,
                        parent_run_id=trk.parent if trk else None, stage=STAGE)
     builder = FeatureTrialBuilder(plan.data_dir, plan.proxy, plan.path("cache"))
-    with ray_session(plan.ray_address, num_cpus=plan.local_cpus, log_dir=plan.sdir):
-        check_fits(plan.resources)
-        settings = ExperimentSettings(
-            num_samples=plan.num_samples, max_t=int(plan.proxy.max_epochs), metric="tune_mean", grace_period=1,
-            reduction_factor=3.0, max_concurrent=default_concurrency(plan.resources), resources=plan.resources,
-            time_budget_s=time_left, seed=int(plan.proxy.seed), points_to_evaluate=[all_on_config()],
-            verbose=plan.verbose)
-        results = run_experiment(builder, SPACE, ctx, settings, storage_path=plan.path("ray"), name="tune")
-        records = trial_records(results)
-        reconcile_runs(records, ctx)
+    from ..progress import Stage
+    from .progress import TuneProgress
+    stage = Stage("feature-search", unit="pipelines", total=plan.num_samples, budget_s=time_left)
+    try:
+        with ray_session(plan.ray_address, num_cpus=plan.local_cpus, log_dir=plan.sdir):
+            check_fits(plan.resources)
+            settings = ExperimentSettings(
+                num_samples=plan.num_samples, max_t=int(plan.proxy.max_epochs), metric="tune_mean", grace_period=1,
+                reduction_factor=3.0, max_concurrent=default_concurrency(plan.resources), resources=plan.resources,
+                time_budget_s=time_left, seed=int(plan.proxy.seed), points_to_evaluate=[all_on_config()],
+                verbose=plan.verbose, callbacks=[TuneProgress(stage)])
+            results = run_experiment(builder, SPACE, ctx, settings, storage_path=plan.path("ray"), name="tune")
+            records = trial_records(results)
+            reconcile_runs(records, ctx)
+    finally:
+        stage.close()
     return records
 
 

@@ -19,6 +19,8 @@ from ..search_spaces.adapter import joint_define_by_run
 from .driver import ExperimentSettings, reconcile_runs, run_experiment, trial_records
 from .leaderboard import FILE, build_leaderboard, format_leaderboard, write_leaderboard
 from .model_trial import ModelTrialBuilder
+from ..progress import Stage
+from .progress import TuneProgress
 from .ray_setup import check_fits, default_concurrency, ray_session
 from .trainable import TrialContext
 
@@ -118,6 +120,8 @@ def execute(meta: dict, meta_path: str, run_dir: str, *, ray_address=None, callb
                        tracking_uri=meta.get("tracking_uri") if meta["track"] else None,
                        experiment_id=meta.get("experiment_id"), parent_run_id=meta.get("parent_run_id"))
     started, records, ok, short = time.time(), [], False, False
+    stage = Stage("hpo", total=int(meta["num_samples"]) * len(groups), budget_s=meta["time_budget_s"])
+    callbacks = [*(callbacks or []), TuneProgress(stage)]
     log.info("sweep %s: %d fit / %d tune / %d report sequences, %d features", meta["name"], prep.info["n_fit"],
              prep.info["n_tune"], prep.info["n_report"], prep.info["n_features"])
     try:
@@ -128,6 +132,7 @@ def execute(meta: dict, meta_path: str, run_dir: str, *, ray_address=None, callb
                 done_file = os.path.join(dirs["families"], f"{group}.json")
                 if os.path.exists(done_file):
                     records += json.load(open(done_file))
+                    stage.add("done", len(records))
                     continue
                 settings = ExperimentSettings(
                     num_samples=int(meta["num_samples"]), max_t=int(meta["max_epochs"]),
@@ -135,7 +140,7 @@ def execute(meta: dict, meta_path: str, run_dir: str, *, ray_address=None, callb
                     scheduler=meta["scheduler"], searcher=meta["searcher"], max_concurrent=conc, resources=res,
                     time_budget_s=family_budget(meta["time_budget_s"], started, len(groups) - i),
                     seed=int(meta["seed"]) + i, points_to_evaluate=_points(meta["points_to_evaluate"], fam),
-                    verbose=verbose, callbacks=list(callbacks or []))
+                    verbose=verbose, callbacks=list(callbacks))
                 space = spaces[fam] if fam else joint_define_by_run(spaces)
                 results = run_experiment(builder, space, ctx, settings, storage_path=dirs["ray"], name=group,
                                          constants={"family": fam} if fam else {},
@@ -149,6 +154,7 @@ def execute(meta: dict, meta_path: str, run_dir: str, *, ray_address=None, callb
                 records += recs
         ok = True
     finally:
+        stage.close()
         board = build_leaderboard(records, meta["name"], int(meta["top_k"]))
         board_path = write_leaderboard(os.path.join(sdir, FILE), board)
         if meta["track"]:

@@ -1,0 +1,77 @@
+"""The real chain, end to end, where users keep their work: ``lobsweep full-search`` from a folder
+150+ characters deep whose path contains a space.
+
+Nothing is replaced: the real feature search, HPO sweep over all five families,
+retraining, ensemble, packaging and step-by-step scoring run on a small
+synthetic dataset at the smallest budget that still exercises every stage.
+The test asserts on the zip, the printed report and the MLflow runs, then
+runs the same command again and checks that every stage comes from the cache.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import zipfile
+
+import pytest
+
+from lobsweep.data.synth import write_dataset
+from lobsweep.models import list_models
+
+SMALLEST = ["--families", "all", "--feature-samples", "2", "--num-samples", "1", "--max-epochs", "1",
+            "--max-train-seqs", "16", "--top-k", "1", "--seeds", "1", "--retrain-epochs", "1"]
+
+
+@pytest.mark.slow
+def test_full_search_real_chain_from_a_deep_path_with_a_space(deep_dir, cli):
+    home = deep_dir("my checkouts")
+    data = os.path.join(home, "data")
+    write_dataset(data, n_train=24, n_valid=16, seed=11)
+    run_dir = os.path.join(home, "runs")
+    env = {"MLFLOW_TRACKING_URI": "", "PREFECT_API_URL": "", "LOBSWEEP_RUN_DIR": ""}
+    res = cli("full-search", "--data", data, "--run-dir", run_dir, *SMALLEST, cwd=home, env=env, timeout=1500)
+    assert res.returncode == 0, res.stderr[-4000:]
+    out = res.stdout
+
+    for heading in ("== leaderboard", "== retrained members", "== ensemble comparison", "== submission",
+                    "== MLflow"):
+        assert heading in out, heading
+    assert "report split: weighted pearson" in out and "% of the oracle" in out
+    zip_line = next(line for line in out.splitlines() if line.startswith("zip: "))
+    zip_path = zip_line[len("zip: "):].split(" (")[0]
+    assert zip_path.startswith(run_dir) and os.path.isfile(zip_path)
+    assert os.path.getsize(zip_path) <= 20_000_000
+    with zipfile.ZipFile(zip_path) as z:
+        assert "solution.py" in z.namelist()
+    assert "Traceback" not in out + res.stderr
+    log_line = next(line for line in out.splitlines() if "own output goes to" in line)
+    assert os.path.isfile(log_line.split("goes to ")[1].split(" (-v")[0])       # Ray's and Prefect's noise
+    assert "Checkpoint successfully created" not in out and "Token authentication" not in out + res.stderr
+    ui = next(line for line in out.splitlines() if "mlflow ui --backend-store-uri" in line)
+    assert shlex.split(ui.split("open the UI:")[1])[2] == f"sqlite:///{run_dir}/mlflow.db"   # pastes as is
+
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(f"sqlite:///{os.path.join(run_dir, 'mlflow.db')}")
+
+    def runs(name: str):
+        exp = client.get_experiment_by_name(name)
+        assert exp is not None, f"no MLflow experiment {name!r}"
+        return client.search_runs([exp.experiment_id])
+
+    trials = [r for r in runs("hpo") if "mlflow.parentRunId" in r.data.tags]
+    assert {r.data.tags["family"] for r in trials} == set(list_models())
+    members = [r for r in runs("retrain") if "mlflow.parentRunId" in r.data.tags]
+    assert {r.data.tags["family"] for r in members} == set(list_models())
+    assert all(r.info.status == "FINISHED" for r in members)
+    assert len(runs("feature-search")) >= 3                       # parent, the raw baseline, candidates
+    [ens] = runs("ensemble")
+    assert "ensemble.json" in {a.path for a in client.list_artifacts(ens.info.run_id)}
+    [sub] = runs("submission")
+    assert sub.data.tags["zip_path"] == zip_path and "report_mean" in sub.data.metrics
+
+    again = cli("full-search", "--data", data, "--run-dir", run_dir, *SMALLEST, cwd=home, env=env, timeout=900)
+    assert again.returncode == 0, again.stderr[-4000:]
+    for stage in ("feature-search", "hpo", "retrain", "ensemble", "package", "score"):
+        assert f"[{stage}] cached (inputs unchanged)" in again.stdout, stage
+    assert f"zip: {zip_path}" in again.stdout

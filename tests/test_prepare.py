@@ -1,0 +1,40 @@
+"""Role arrays: only the train sequences a role uses are transformed, and they equal the full transform's rows."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from lobsweep.data.loader import load
+from lobsweep.data.splits import split_roles
+from lobsweep.data.synth import write_dataset
+from lobsweep.training.prepare import prepare
+
+SPEC = {"book": {}, "temporal": {"ema_halflives": [4, 16]}}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("prep"))
+    write_dataset(d, n_train=12, n_valid=6, seed=2)
+    return d
+
+
+@pytest.mark.parametrize("tune_from", ["valid", "train"])
+@pytest.mark.parametrize("cached", [False, True])
+def test_subsampled_roles_equal_rows_of_the_full_transform(data_dir, tmp_path, tune_from, cached):
+    prep = prepare(data_dir, SPEC, tune_from=tune_from, max_train_seqs=4, subsample_seed=1,
+                   cache_dir=str(tmp_path / "cache") if cached else None)
+    train = load(os.path.join(data_dir, "train.parquet"))
+    full = prep.pipeline.transform(train.X)                     # what every train sequence would give
+    rows = {tuple(np.round(full[i, :50].ravel(), 5)): i for i in range(train.n_seq)}
+    fit_ids = sorted(rows[tuple(np.round(x[:50].ravel(), 5))] for x in prep.fit.X)
+    assert len(fit_ids) == 4 == len(set(fit_ids))
+    np.testing.assert_allclose(prep.fit.X, full[fit_ids], atol=1e-6)
+    np.testing.assert_array_equal(prep.fit.Y, train.Y[fit_ids])
+    if tune_from == "train":
+        carved, _ = split_roles(train.seq_ix, 0.5, 0)
+        np.testing.assert_allclose(prep.tune.X, full[carved], atol=1e-6)
+        assert not set(fit_ids) & set(carved.tolist())
