@@ -19,8 +19,10 @@ import pytest
 from lobsweep.data.synth import write_dataset
 from lobsweep.models import list_models
 
+# budgets far above what these counts need: the test checks the chain, not how a busy CI machine keeps time
 SMALLEST = ["--families", "all", "--feature-samples", "2", "--num-samples", "1", "--max-epochs", "1",
-            "--max-train-seqs", "16", "--top-k", "1", "--seeds", "1", "--retrain-epochs", "1"]
+            "--max-train-seqs", "16", "--top-k", "1", "--seeds", "1", "--retrain-epochs", "1",
+            "--feature-budget", "900", "--hpo-budget", "1800"]
 
 
 @pytest.mark.slow
@@ -49,7 +51,7 @@ def test_full_search_real_chain_from_a_deep_path_with_a_space(deep_dir, cli):
     assert os.path.isfile(log_line.split("goes to ")[1].split(" (-v")[0])       # Ray's and Prefect's noise
     assert "Checkpoint successfully created" not in out and "Token authentication" not in out + res.stderr
     ui = next(line for line in out.splitlines() if "mlflow ui --backend-store-uri" in line)
-    assert shlex.split(ui.split("open the UI:")[1])[2] == f"sqlite:///{run_dir}/mlflow.db"   # pastes as is
+    assert shlex.split(ui.split("open the UI:")[1])[3] == f"sqlite:///{run_dir}/mlflow.db"   # pastes as is
 
     from mlflow.tracking import MlflowClient
     client = MlflowClient(f"sqlite:///{os.path.join(run_dir, 'mlflow.db')}")
