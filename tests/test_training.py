@@ -249,3 +249,29 @@ def test_train_and_predict_cli(tiny_data, tmp_path, cli):
         assert res.returncode == 2 and frag in res.stderr and "Traceback" not in res.stderr
         assert len(res.stderr.strip().splitlines()) == 1
         assert not os.path.exists(tmp_path / "x")
+
+
+def test_train_recipe_cli_trains_the_recipe_and_flags_still_override(tiny_data, tmp_path, cli):
+    from lobsweep.search_spaces.recipes import get_recipe
+    out = tmp_path / "vanilla"
+    res = cli("train", "--recipe", "vanilla-gru-3x64", "--data", tiny_data, "--out", str(out), "--epochs", "1",
+              "--set", "hidden=8", "--train-set", "crop_len=300", "--no-mlflow",
+              env={"LOBSWEEP_RUN_DIR": str(tmp_path / "runs")})
+    assert res.returncode == 0, res.stderr
+    spec = json.load(open(out / "spec.json"))
+    want = get_recipe("vanilla-gru-3x64")
+    assert spec["family"] == "gru" and spec["recipe"] == "vanilla-gru-3x64"
+    assert {**want["model"], "hidden": 8} == {k: spec["config"][k] for k in want["model"]}
+    assert spec["train_config"]["crop_len"] == 300 and spec["train_config"]["epochs"] == 1
+    for k in ("loss", "schedule", "batch_size", "patience", "weight_decay"):
+        assert spec["train_config"][k] == want["train"][k]
+    assert spec["features"]["spec"] == want["features"]                 # raw inputs, not z-normalised
+    for bad, frag in ((["--recipe", "nope"], "unknown recipe 'nope'"),
+                      (["--recipe", "default-lstm", "--family", "gru"], "is a lstm recipe"), ([], "--family")):
+        res = cli("train", "--data", tiny_data, "--out", str(tmp_path / "x"), *bad,
+                  env={"LOBSWEEP_RUN_DIR": str(tmp_path / "runs")})
+        assert res.returncode == 2 and frag in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+        assert not os.path.exists(tmp_path / "x")
+    res = cli("recipes")
+    assert res.returncode == 0 and all(n in res.stdout for n in ("organiser-baseline", "pearson-gru-4x128",
+                                                                  "default-ssm"))
