@@ -8,6 +8,9 @@ both sweeps run the same number of trials in one Ray session:
     (a) ASHA (grace 1, reduction factor 3 unless --grace / --rf) with Optuna TPE
     (b) random search, FIFO: every trial trains max_t epochs (patience off)
 
+Both arms enqueue the gru recipes (search_spaces/recipes.py) as their first
+trials, as every sweep does, unless --no-recipes.
+
 and it prints each one's best tune score (the best epoch of any trial), the
 epochs each consumed, and the epochs ASHA had consumed, in the order results
 arrived, when its best-so-far first came within 0.005 of (b)'s best. The goal
@@ -78,6 +81,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cpus", type=int, default=2, help="logical CPUs of the local Ray (1 per trial)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="folder for data and runs (default: a temp dir)")
+    ap.add_argument("--no-recipes", action="store_true", help="do not enqueue the recipes in either arm")
     args = ap.parse_args(argv)
 
     from lobsweep.data.synth import write_dataset
@@ -89,7 +93,7 @@ def main(argv=None) -> int:
     # patience off in both arms: only ASHA may end a trial before max_t
     common = dict(num_samples=args.trials, max_epochs=args.max_epochs, run_dir=os.path.join(root, "runs"),
                   spaces=bench_space(), seed=args.seed, max_concurrent=args.cpus, track=False,
-                  train_fixed={"patience": args.max_epochs})
+                  train_fixed={"patience": args.max_epochs}, recipes=not args.no_recipes)
     stamp = time.strftime("%H%M%S")
     ray_tmp = tempfile.mkdtemp(prefix="ab-", dir="/tmp")
     try:
