@@ -147,3 +147,24 @@ def test_recipes_run_first_with_their_config_and_extend_warm_starts(ray_local, d
     rc = main(["sweep", "--extend", "rec", "--set-space", "model.heads=[2]", "--run-dir", run_dir])
     assert rc == 2                                      # gru has no heads field: refused, nothing appended
     assert len(json.load(open(os.path.join(out["sweep_dir"], "sweep.json")))["extensions"]) == 1
+
+
+def test_asha_never_stops_a_recipe_trial_but_records_its_score():
+    """The same poor score at rung 1: an ordinary trial is stopped, the recipe trial continues."""
+    from types import SimpleNamespace
+    from ray.tune.schedulers import TrialScheduler
+    from lobsweep.tuning.schedulers import KeepPointsASHA
+    recipe = {"model.hidden": 12, "train.target_weights": [1.0, 0.5]}
+    sched = KeepPointsASHA([recipe], time_attr="training_iteration", max_t=9, grace_period=1, reduction_factor=3)
+    sched.set_search_properties("tune_mean", "max")
+    trials = {name: SimpleNamespace(trial_id=name, config=cfg) for name, cfg in (
+        ("good1", {"model.hidden": 40}), ("good2", {"model.hidden": 41}),
+        ("plain", {"model.hidden": 12, "train.target_weights": "json:[1.0, 1.0]"}),
+        ("recipe", {"model.hidden": 12, "train.target_weights": "json:[1.0, 0.5]", "family": "gru"}))}
+    for t in trials.values():
+        sched.on_trial_add(None, t)
+    act = {n: sched.on_trial_result(None, t, {"training_iteration": 1, "tune_mean": s})
+           for (n, t), s in zip(trials.items(), (0.30, 0.31, 0.01, 0.01))}
+    assert act["plain"] == TrialScheduler.STOP and act["recipe"] == TrialScheduler.CONTINUE
+    end = sched.on_trial_result(None, trials["recipe"], {"training_iteration": 9, "tune_mean": 0.02})
+    assert end == TrialScheduler.STOP                   # at max_t a recipe ends like any trial

@@ -60,6 +60,7 @@ class ExperimentSettings:
     # with points_to_evaluate: their known tune scores; the searcher is told them and runs none
     # of them again (``sweep --extend`` warm-starts from a finished sweep's trials this way)
     evaluated_rewards: list | None = None
+    keep_points: list | None = None             # trials with these values ASHA never stops (recipes)
     max_failures: int = 2
     reuse_actors: bool = True
     verbose: int = 0
@@ -107,8 +108,12 @@ def make_searcher(space, s: ExperimentSettings):
 def make_scheduler(s: ExperimentSettings):
     if s.scheduler == "fifo":
         return tune.schedulers.FIFOScheduler()
-    return tune.schedulers.ASHAScheduler(time_attr="training_iteration", max_t=int(s.max_t),
-                                         grace_period=int(s.grace_period), reduction_factor=s.reduction_factor)
+    kw = dict(time_attr="training_iteration", max_t=int(s.max_t), grace_period=int(s.grace_period),
+              reduction_factor=s.reduction_factor)
+    if s.keep_points:
+        from .schedulers import KeepPointsASHA
+        return KeepPointsASHA(list(s.keep_points), **kw)
+    return tune.schedulers.ASHAScheduler(**kw)
 
 
 def run_experiment(builder, space, ctx: TrialContext, s: ExperimentSettings, *, storage_path: str, name: str,

@@ -120,14 +120,20 @@ def _first_points(meta: dict, fam: str | None) -> list | None:
     return (recipe + (_points(meta["points_to_evaluate"], fam) or [])) or None
 
 
+def _recipe_values(meta: dict, fam: str | None) -> list[dict]:
+    """The recipe points as values a trial config holds (family included for a joint sweep)."""
+    pts = [{k: v for k, v in p.items() if k != "recipe"} for p in meta.get("recipe_points") or []]
+    return pts if fam is None else [{k: v for k, v in p.items() if k != "family"}
+                                    for p in pts if p["family"] == fam]
+
+
 def _mark_recipes(recs: list[dict], meta: dict) -> None:
     """Tag the trial that ran each recipe (its config holds every key of the recipe's point)."""
-    from ..search_spaces.adapter import decode_value
+    from .schedulers import matches
     for p in meta.get("recipe_points") or []:
         want = {k: v for k, v in p.items() if k not in ("recipe", "family")}
         for r in recs:
-            cfg = {k: decode_value(v) for k, v in r["config"].items()}
-            if r["family"] == p["family"] and all(cfg.get(k) == v for k, v in want.items()):
+            if r["family"] == p["family"] and matches(r["config"], want):
                 r["recipe"] = p["recipe"]
                 break
 
@@ -187,15 +193,17 @@ def execute(meta: dict, meta_path: str, run_dir: str, *, ray_address=None, callb
                     budget = family_budget(meta["time_budget_s"], started, len(same) - i)
                     space = spaces[fam] if fam else joint_define_by_run(spaces)
                     points, rewards = _first_points(meta, fam), None
+                    keep = _recipe_values(meta, fam)
                 else:                        # an extension: its own budget, warm-started searcher
                     budget = ext.get("time_budget_s")
                     space, points, rewards = _extension_search(meta, exp, spaces, records, ctx.fail_score)
+                    keep = None
                 settings = ExperimentSettings(
                     num_samples=exp["num_samples"], max_t=int(meta["max_epochs"]),
                     grace_period=int(meta["grace_period"]), reduction_factor=float(meta["reduction_factor"]),
                     scheduler=meta["scheduler"], searcher=meta["searcher"], max_concurrent=conc, resources=res,
                     time_budget_s=budget, seed=int(meta["seed"]) + i, points_to_evaluate=points,
-                    evaluated_rewards=rewards, verbose=verbose, callbacks=list(callbacks or []))
+                    evaluated_rewards=rewards, keep_points=keep, verbose=verbose, callbacks=list(callbacks or []))
                 results = run_experiment(builder, space, ctx, settings, storage_path=dirs["ray"], name=group,
                                          constants={"family": fam} if fam else {},
                                          resume=os.path.isdir(os.path.join(dirs["ray"], group)))
