@@ -8,6 +8,9 @@ both sweeps run the same number of trials in one Ray session:
     (a) ASHA (grace 1, reduction factor 3 unless --grace / --rf) with Optuna TPE
     (b) random search, FIFO: every trial trains max_t epochs (patience off)
 
+Both arms enqueue the gru recipes (search_spaces/recipes.py) as their first
+trials, as every sweep does, unless --no-recipes.
+
 and it prints each one's best tune score (the best epoch of any trial), the
 epochs each consumed, and the epochs ASHA had consumed, in the order results
 arrived, when its best-so-far first came within 0.005 of (b)'s best. The goal
@@ -46,11 +49,12 @@ def arrivals():
 
     class Arrivals(Callback):
         def __init__(self):
-            self.scores = []
+            self.scores, self.by_trial = [], {}
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             if result.get("trial_status") != "failed" and "epoch" in result:
                 self.scores.append(float(result["tune_mean"]))
+                self.by_trial.setdefault(trial.trial_id, []).append(float(result["tune_mean"]))
 
     return Arrivals()
 
@@ -63,7 +67,20 @@ def run_arm(data: str, name: str, common: dict, **kw) -> dict:
     best = board["overall"][0] if board["overall"] else {}
     return {"epochs": len(seen.scores), "best_tune": max(seen.scores), "trials": out["n_trials"],
             "completed": out["counts"].get("gru", {}).get("completed", 0), "seconds": out["seconds"],
-            "winner_report": best.get("report_score"), "curve": seen.scores}
+            "winner_report": best.get("report_score"), "curve": seen.scores, "by_trial": seen.by_trial}
+
+
+def rank_agreement(by_trial: dict, max_t: int) -> list[tuple[int, float, int]]:
+    """How well epoch-k tune scores rank the trials by their best score (trials trained to max_t):
+    (k, Spearman rho, trials) for k = 1, 2, 3, ..., the budget at which ASHA's rungs decide."""
+    from scipy.stats import spearmanr
+    full = [c for c in by_trial.values() if len(c) >= max_t]
+    out = []
+    for k in sorted({1, 2, 3, max_t // 3, max_t // 2} - {0}):
+        if k < max_t and len(full) >= 3:
+            rho = spearmanr([c[k - 1] for c in full], [max(c) for c in full]).statistic
+            out.append((k, float(rho), len(full)))
+    return out
 
 
 def main(argv=None) -> int:
@@ -77,6 +94,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cpus", type=int, default=2, help="logical CPUs of the local Ray (1 per trial)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="folder for data and runs (default: a temp dir)")
+    ap.add_argument("--no-recipes", action="store_true", help="do not enqueue the recipes in either arm")
     args = ap.parse_args(argv)
 
     from lobsweep.data.synth import write_dataset
@@ -88,7 +106,7 @@ def main(argv=None) -> int:
     # patience off in both arms: only ASHA may end a trial before max_t
     common = dict(num_samples=args.trials, max_epochs=args.max_epochs, run_dir=os.path.join(root, "runs"),
                   spaces=bench_space(), seed=args.seed, max_concurrent=args.cpus, track=False,
-                  train_fixed={"patience": args.max_epochs})
+                  train_fixed={"patience": args.max_epochs}, recipes=not args.no_recipes)
     stamp = time.strftime("%H%M%S")
     with ray_session(num_cpus=args.cpus, log_dir=root):
         asha = run_arm(data, f"asha-{stamp}", common, grace_period=args.grace, reduction_factor=args.rf,
@@ -117,6 +135,8 @@ def main(argv=None) -> int:
     else:
         print(f"ASHA came within {TOLERANCE} of random's best after {needed} epochs "
               f"({needed / max(full['epochs'], 1):.0%} of random's {full['epochs']})")
+    for k, rho, n in rank_agreement(full["by_trial"], args.max_epochs):
+        print(f"random arm: epoch-{k} tune scores rank its {n} full trials by their best with Spearman {rho:+.2f}")
     met = needed is not None and gap <= TOLERANCE and share <= GOAL_EPOCH_SHARE
     print(f"goal (within {TOLERANCE} using <= {GOAL_EPOCH_SHARE:.0%} of the epochs): {'met' if met else 'not met'}")
     return 0

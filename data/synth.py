@@ -36,7 +36,7 @@ from ..errors import UserError
 from .contract import (ALL_COLS, ASK_PRICE, ASK_VOL, BID_PRICE, BID_VOL, FEATURE_COLS, N_FEATURES,
                        TARGET_COLS, TRADE_PRICE, TRADE_VOL, WARMUP)
 from .metric import score
-from .synth_signal import SPREAD_REF, TICK, planted_signal
+from .synth_signal import SPREAD_REF, TICK, get_variant, planted_signal
 
 NOISE_DF = 5.0                      # student-t degrees of freedom of the target noise
 NOISE_SCALE = (0.42, 0.9)           # noise sd (before the regime factor) of t0, t1
@@ -66,8 +66,9 @@ def _levels(rng: np.random.Generator, best: np.ndarray, direction: int) -> np.nd
         [np.zeros(best.shape + (1,)), np.cumsum(gaps, axis=-1)], axis=-1)
 
 
-def simulate_book(rng: np.random.Generator, n: int, T: int) -> tuple[np.ndarray, np.ndarray]:
-    """Simulate ``n`` sequences of ``T`` snapshots.
+def simulate_book(rng: np.random.Generator, n: int, T: int, u_phi: float = U_PHI,
+                  psi_phi: float = PSI_PHI) -> tuple[np.ndarray, np.ndarray]:
+    """Simulate ``n`` sequences of ``T`` snapshots (latent drivers with persistence u_phi, psi_phi).
 
     Returns features float32 ``[n, T, 32]`` in contract order and the latent
     volatility regime ``sigma [n]`` (used only to scale the target noise).
@@ -75,7 +76,7 @@ def simulate_book(rng: np.random.Generator, n: int, T: int) -> tuple[np.ndarray,
     sigma = np.exp(rng.normal(0.0, 0.45, n))
     vscale = np.exp(rng.normal(0.0, 0.3, n))
     rate = 0.7 * np.exp(rng.normal(0.0, 0.3, n)) * np.sqrt(sigma)
-    drivers = _ar1(rng, n, T, [U_PHI, PSI_PHI])
+    drivers = _ar1(rng, n, T, [u_phi, psi_phi])
     u, psi = drivers[..., 0], drivers[..., 1]
 
     n_trades = np.minimum(rng.poisson(rate[:, None], size=(n, T)), MAX_TRADES)
@@ -137,7 +138,7 @@ def _check_args(**ints: int) -> None:
 
 
 def generate(n_seq: int, seq_len: int = 1000, seed: int = 0,
-             seq_id_offset: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+             seq_id_offset: int = 0, variant: str = "default") -> tuple[pd.DataFrame, pd.DataFrame]:
     """``n_seq`` synthetic sequences of ``seq_len`` steps and their oracle.
 
     Returns ``(rows, oracle)``. ``rows`` has the 37 contract columns in order
@@ -146,12 +147,14 @@ def generate(n_seq: int, seq_len: int = 1000, seed: int = 0,
     drawn from ``[seq_id_offset, seq_id_offset + 4 * n_seq)`` and listed in a
     random order. ``oracle`` has seq_ix, step_in_seq and float32 t0, t1 =
     E[target | features so far] for every row. Same arguments, same output.
+    ``variant`` picks the planted signal and latent drivers (synth_signal.VARIANTS).
     """
     _check_args(n_seq=n_seq, seq_len=seq_len, seed=seed, seq_id_offset=seq_id_offset)
+    v = get_variant(variant)
     rng = np.random.default_rng(seed)
     ids = seq_id_offset + rng.choice(ID_SPREAD * n_seq, size=n_seq, replace=False).astype(np.int64)
-    X, sigma = simulate_book(rng, n_seq, seq_len)
-    oracle = planted_signal(X)                                                # [n, T, 2] float64
+    X, sigma = simulate_book(rng, n_seq, seq_len, v.u_phi, v.psi_phi)
+    oracle = planted_signal(X, variant)                                       # [n, T, 2] float64
     noise = rng.standard_t(NOISE_DF, size=oracle.shape) / np.sqrt(NOISE_DF / (NOISE_DF - 2.0))
     noise_sd = np.asarray(NOISE_SCALE) * ((1.0 + sigma) / SPREAD_REF)[:, None, None]
     Y = (oracle + noise_sd * noise).astype(np.float32)
@@ -176,7 +179,7 @@ def split_seeds(seed: int) -> tuple[int, int]:
 
 
 def write_dataset(out_dir, n_train: int = 512, n_valid: int = 128, seq_len: int = 1000,
-                  seed: int = 0) -> dict:
+                  seed: int = 0, variant: str = "default") -> dict:
     """Write train.parquet, valid.parquet, oracle_train.parquet and oracle_valid.parquet.
 
     Train and valid use different derived seeds and disjoint id ranges (valid
@@ -189,14 +192,16 @@ def write_dataset(out_dir, n_train: int = 512, n_valid: int = 128, seq_len: int 
     """
     start = time.perf_counter()
     _check_args(n_train=n_train, n_valid=n_valid, seq_len=seq_len, seed=seed)
+    get_variant(variant)                                  # an unknown name: one line, nothing written
     if seq_len <= WARMUP:
         raise UserError(f"synthetic data: seq_len must be > {WARMUP} so some rows are scored, got {seq_len}")
     out_dir = os.fspath(out_dir)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise UserError(f"{out_dir}: exists and is not a directory; pick another output directory")
     train_seed, valid_seed = split_seeds(seed)
-    train, oracle_train = generate(n_train, seq_len, train_seed, seq_id_offset=0)
-    valid, oracle_valid = generate(n_valid, seq_len, valid_seed, seq_id_offset=ID_SPREAD * n_train)
+    train, oracle_train = generate(n_train, seq_len, train_seed, seq_id_offset=0, variant=variant)
+    valid, oracle_valid = generate(n_valid, seq_len, valid_seed, seq_id_offset=ID_SPREAD * n_train,
+                                   variant=variant)
     frames = {"train": train, "valid": valid, "oracle_train": oracle_train, "oracle_valid": oracle_valid}
 
     need = valid["need_prediction"].to_numpy()
@@ -208,6 +213,7 @@ def write_dataset(out_dir, n_train: int = 512, n_valid: int = 128, seq_len: int 
         "n_rows": {name: int(len(df)) for name, df in frames.items() if not name.startswith("oracle")},
         "oracle_valid": scores,
         "seeds": {"seed": seed, "train": train_seed, "valid": valid_seed},
+        "variant": variant,
         "seconds": time.perf_counter() - start,
     }
 

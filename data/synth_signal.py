@@ -30,6 +30,15 @@ standardised features learns within a few epochs; the price-change and
 trade-flow terms need differencing or trade-side features to be learned well,
 which leaves room for feature engineering to matter.
 
+Variants (``VARIANTS``, ``lobsweep synth --variant``) keep this shape and the
+schema but move the signal: ``shifted`` reads faster and slower EMAs (2/12/400
+steps of imbalance, 8/400 of flow, 80 of price change), takes its regime from
+traded volume (100-step EMA) instead of the spread, adds a product of the fast
+imbalance and fast flow terms, and slows the latent drivers the book is
+simulated from. It exists to catch designs tuned to the default's time
+scales (the feature builders' defaults were chosen next to the default one);
+nothing in features/ or search_spaces/ may be tuned to it.
+
 Note the oracle is the conditional mean, the natural benchmark; under the
 metric's |y| weights it is not guaranteed to be the exact score maximiser.
 """
@@ -37,6 +46,8 @@ metric's |y| weights it is not guaranteed to be the exact score maximiser.
 from __future__ import annotations
 
 import numpy as np
+
+from dataclasses import dataclass
 
 from .contract import ASK_PRICE, ASK_VOL, BID_PRICE, BID_VOL, TRADE_PRICE, TRADE_VOL
 
@@ -49,10 +60,44 @@ EMA_SPECS = (("imb", 5.0), ("imb", 30.0), ("imb", 150.0), ("dmid", 30.0), ("flow
 # signal[k] = regime * sum_j WEIGHT[j][k] * tanh(GAIN[j] * ema_j), j over all EMAs but the regime.
 GAIN = (3.0, 9.0, 20.0, 4.0, 4.0, 7.0)
 WEIGHT = ((0.15, 0.04), (0.15, 0.06), (0.15, 0.12), (0.12, 0.06), (0.08, 0.04), (0.0, 0.12))
+OBSERVABLES = ("imb", "flow", "dmid", "spread", "volume")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One planted signal: EMAs (the last is the regime), gains, weights, and the latent drivers."""
+
+    ema_specs: tuple
+    gain: tuple
+    weight: tuple
+    regime_ref: float                      # regime factor = regime EMA / this
+    pair: tuple | None = None              # (i, j, (w0, w1)): adds w * squashed_i * squashed_j
+    u_phi: float = 0.5                     # book-pressure persistence per step (synth.py)
+    psi_phi: float = 0.5 ** (1.0 / 40.0)   # meta-order flow persistence per step (synth.py)
+
+
+VARIANTS = {
+    "default": Variant(EMA_SPECS, GAIN, WEIGHT, SPREAD_REF),
+    "shifted": Variant(
+        ema_specs=(("imb", 2.0), ("imb", 12.0), ("imb", 400.0), ("dmid", 80.0), ("flow", 8.0),
+                   ("flow", 400.0), ("volume", 100.0)),
+        gain=(2.0, 5.0, 25.0, 3.0, 3.0, 10.0),
+        weight=((0.04, 0.01), (0.06, 0.03), (0.12, 0.10), (0.16, 0.08), (0.05, 0.02), (0.12, 0.14)),
+        regime_ref=0.6, pair=(0, 4, (0.30, 0.08)), u_phi=0.7, psi_phi=0.5 ** (1.0 / 120.0)),
+}
+
+
+def get_variant(name: str) -> Variant:
+    if name not in VARIANTS:
+        from ..errors import UserError
+        raise UserError(f"unknown synthetic variant {name!r}; choose one of {', '.join(VARIANTS)}")
+    return VARIANTS[name]
 
 
 def observables(X: np.ndarray) -> np.ndarray:
-    """Per-step observables ``[N, T, 4]`` (imb, flow, dmid, spread) from features ``[N, T, 32]``.
+    """Per-step observables ``[N, T, 5]`` (imb, flow, dmid, spread, volume) from features ``[N, T, 32]``.
+
+    ``volume`` is the traded volume since the previous snapshot (the ``shifted`` variant's regime).
 
     Step 0 has no previous snapshot: its dmid and flow are 0 (the generator puts
     no trades there).
@@ -69,7 +114,8 @@ def observables(X: np.ndarray) -> np.ndarray:
     flow[:, 0] = 0.0
     imb = (vb0 - va0) / np.maximum(vb0 + va0, 1e-12)
     spread = (ask0 - bid0) / TICK
-    return np.stack([imb, flow, dmid, spread], axis=-1)
+    volume = (dv * (dv > 0)).sum(axis=-1)
+    return np.stack([imb, flow, dmid, spread, volume], axis=-1)
 
 
 def ema(x: np.ndarray, half_lives) -> np.ndarray:
@@ -87,20 +133,24 @@ def ema(x: np.ndarray, half_lives) -> np.ndarray:
     return out
 
 
-def signal_inputs(X: np.ndarray) -> np.ndarray:
-    """The EMAs of :data:`EMA_SPECS`, ``[N, T, len(EMA_SPECS)]``, from features ``[N, T, 32]``."""
+def signal_inputs(X: np.ndarray, ema_specs=EMA_SPECS) -> np.ndarray:
+    """The EMAs of ``ema_specs``, ``[N, T, len(ema_specs)]``, from features ``[N, T, 32]``."""
     obs = observables(X)
-    names = ("imb", "flow", "dmid", "spread")
-    cols = obs[..., [names.index(name) for name, _ in EMA_SPECS]]
-    return ema(cols, [hl for _, hl in EMA_SPECS])
+    cols = obs[..., [OBSERVABLES.index(name) for name, _ in ema_specs]]
+    return ema(cols, [hl for _, hl in ema_specs])
 
 
-def planted_signal(X: np.ndarray) -> np.ndarray:
+def planted_signal(X: np.ndarray, variant: str = "default") -> np.ndarray:
     """The oracle ``E[t0, t1 | past]``, float64 ``[N, T, 2]``, from features ``[N, T, 32]``.
 
     Causal: the value at step t depends only on ``X[:, :t+1]``.
     """
-    e = signal_inputs(X)
-    regime = e[..., -1:] / SPREAD_REF
-    squashed = np.tanh(e[..., :-1] * np.asarray(GAIN))
-    return regime * (squashed @ np.asarray(WEIGHT))
+    v = get_variant(variant)
+    e = signal_inputs(X, v.ema_specs)
+    regime = e[..., -1:] / v.regime_ref
+    squashed = np.tanh(e[..., :-1] * np.asarray(v.gain))
+    out = squashed @ np.asarray(v.weight)
+    if v.pair is not None:
+        i, j, w = v.pair
+        out = out + (squashed[..., i] * squashed[..., j])[..., None] * np.asarray(w)
+    return regime * out

@@ -11,16 +11,19 @@ name)::
      "temporal": {"inputs": [...], "lags": [...], "deltas": [...], "windows": [...],
                   "ema_halflives": [...], "relative": true},
      "interactions": {"pairs": [[a, b], ...]},
-     "normalize": {"robust": false, "clip": 10}}
+     "normalize": {"method": "global", "robust": false, "clip": 10, "drop_raw": false}}
 
 An absent (or null) key skips that builder; ``normalize`` always runs, its key
-only sets parameters. ``{}`` therefore yields the 32 raw columns z-normalised.
+only sets parameters. ``{}`` therefore yields the 32 raw columns z-normalised;
+``{"normalize": {"method": "none"}}`` the raw columns as they are (non-finite
+values handled), ``"warmup"`` scales each sequence by its own warm-up steps,
+and ``drop_raw`` keeps derived columns only (features/normalize.py).
 
 NaN/inf policy (identical in batch and streaming): a non-finite raw value is
 replaced by the last finite value of the same column earlier in the current
 sequence, or 0.0 if there is none yet. Derived features are computed from the
 repaired row. The normaliser maps any remaining NaN to 0 and +-inf to +-clip,
-then clips, so the output is always finite.
+then clips (method none: only +-inf), so the output is always finite.
 
 Batch work is done in float64 on chunks of whole sequences (at most about
 ``CHUNK_ELEMENTS`` table entries each), so 10,000 x 1000 x 32 inputs never
@@ -94,20 +97,24 @@ class FeaturePipeline:
     def _bind_all(self, n_rows: int | None = None) -> None:
         """Bind every builder to the names it will see; set table names, groups, appender slots.
 
-        Appender i writes table columns [lo, hi) = self._slots[i] and reads [0, lo).
+        Appender i writes table columns [lo, hi) = self._slots[i] and reads [0, lo);
+        the final stage reads the whole table (``_width`` columns) and outputs ``_names``.
         """
         names, groups, self._slots = list(RAW_COLUMNS), ["raw"] * N_RAW, []
         for b in self.steps:
             b.begin_fit(names, n_rows)
             if b.replaces_input:
-                continue
+                break
             clash = sorted(set(names) & set(b.output_names_))
             if clash:
                 raise FeatureSpecError(f"{b.name}: output name(s) {clash[:5]} already exist in the table")
             self._slots.append((len(names), len(names) + len(b.output_names_)))
             names += b.output_names_
             groups += [b.name] * len(b.output_names_)
-        self._names, self._groups = names, groups
+        group_of = dict(zip(names, groups))
+        self._width = len(names)
+        self._names = list(self.steps[-1].output_names_)
+        self._groups = [group_of[n] for n in self._names]
 
     def _check_fitted(self) -> None:
         if not getattr(self, "fitted_", False):
@@ -190,9 +197,9 @@ class FeaturePipeline:
     def init_state(self) -> dict[str, Any]:
         """Fresh state for one sequence: last finite raw row, table buffer, builder states."""
         self._check_fitted()
-        table = np.zeros(len(self._names))
+        table = np.zeros(self._width)
         return {"last": np.zeros(N_RAW), "table": table,
-                "steps": [b.init_state() for b in self.steps[:-1]],
+                "steps": [b.init_state() for b in self.steps],
                 "views": [(table[:lo], table[lo:hi]) for lo, hi in self._slots]}
 
     def update(self, state: dict[str, Any], row: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
@@ -207,7 +214,7 @@ class FeaturePipeline:
         table[:N_RAW] = row
         for b, st, (inputs, outputs) in zip(self.steps, states, state["views"]):
             outputs[:] = b._update_row(st, inputs)
-        return state, self.steps[-1]._update_row(None, table)
+        return state, self.steps[-1]._update_row(states[-1], table)
 
     # ---- serialisation -----------------------------------------------------
     def to_json(self) -> str:

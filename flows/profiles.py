@@ -58,7 +58,9 @@ PROFILES = {
         "hpo": {"num_samples": 3, "max_epochs": 2, "grace_period": 1, "reduction_factor": 3.0,
                 "time_budget_s": 200.0, "max_train_seqs": 256, "top_k": 1,
                 # crops of 256 steps (32 of burn-in) keep an epoch to seconds on a CPU core
-                "train_fixed": {"crop_len": 256, "burn_in": 32, "patience": 2}},
+                "train_fixed": {"crop_len": 256, "burn_in": 32, "patience": 2},
+                # recipes are full-size models on whole sequences: off until the demo budget can hold them
+                "recipes": False},
         "retrain": {"top_k": 1, "seeds": 2, "max_epochs": 2},
         "ensemble": {"budget_minutes": 60.0, "safety": 2.0},
         "resources": "cpu=1",
@@ -66,7 +68,9 @@ PROFILES = {
     "full": {
         "feature_search": {"num_samples": 48, "max_epochs": 4, "max_train_seqs": 2048, "time_budget_s": 7200.0},
         "hpo": {"num_samples": 64, "max_epochs": 30, "grace_period": 3, "reduction_factor": 3.0,
-                "time_budget_s": 43200.0, "max_train_seqs": None, "top_k": 3, "train_fixed": {"patience": 4}},
+                # patience (3-12), crop_len (0 = whole sequences) and the rest come from the common space
+                "time_budget_s": 43200.0, "max_train_seqs": None, "top_k": 3, "train_fixed": {},
+                "recipes": True},
         "retrain": {"top_k": 3, "seeds": 3, "max_epochs": None},
         "ensemble": {"budget_minutes": 60.0, "safety": 2.0},
         "resources": "cpu=4,gpu=0.5",

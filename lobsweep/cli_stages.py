@@ -15,7 +15,9 @@ def cmd_models(args):
 
 
 def _train_args(p):
-    p.add_argument("--family", required=True)
+    p.add_argument("--family", default=None, help="model family (required unless --recipe gives it)")
+    p.add_argument("--recipe", default=None, help="start from a named recipe (`lobsweep recipes`); "
+                                                  "--set/--train-set/--epochs/--features still override")
     p.add_argument("--data", required=True, help="DIR holding train.parquet and valid.parquet")
     p.add_argument("--out", required=True, help="bundle directory to write")
     p.add_argument("--epochs", type=int, default=None)
@@ -48,19 +50,30 @@ def cmd_train(args):
     from .cli import parse_kv
     from .training.member import train_member
     from .models import get_config_class
-    hp = parse_kv(args.set)
+    from .errors import UserError
+    recipe = {"model": {}, "train": {}, "features": None}
+    if args.recipe:
+        from .search_spaces.recipes import get_recipe
+        recipe = get_recipe(args.recipe)   # unknown name -> one line naming the known ones
+        if args.family and args.family != recipe["family"]:
+            raise UserError(f"recipe {args.recipe} is a {recipe['family']} recipe, not {args.family}")
+        args.family = recipe["family"]
+    if not args.family:
+        raise UserError("--family is required (or --recipe NAME)")
+    hp = {**recipe["model"], **parse_kv(args.set)}
     get_config_class(args.family)          # unknown family -> one clear line before any work
-    tcfg = parse_kv(args.train_set, "--train-set")
+    tcfg = {**recipe["train"], **parse_kv(args.train_set, "--train-set")}
     if args.epochs is not None:
         tcfg["epochs"] = args.epochs
     from .training.trainer import TrainConfig
     TrainConfig.from_dict(tcfg)            # bad options fail before loading data
-    features = load_json_file(args.features, "features spec")
+    features = load_json_file(args.features, "features spec") if args.features else recipe["features"]
     if features is not None and "spec" in features and isinstance(features["spec"], dict):
         features = features["spec"]
     tracking = None if args.no_mlflow else {"experiment": "train", "uri": args.tracking_uri, "stage": "train"}
     b = train_member(args.data, args.family, args.out, hparams=hp, train_cfg=tcfg, features_spec=features,
                      seed=args.seed, progress=sys.stderr.isatty(), tracking=tracking,
+                     extra_spec={"recipe": args.recipe} if args.recipe else None,
                      prepare_kwargs={"max_train_seqs": args.max_train_seqs, "tune_from": args.tune_from,
                                      "cache_dir": _cache_dir()})
     m = b.spec["metrics"]

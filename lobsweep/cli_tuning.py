@@ -1,4 +1,4 @@
-"""CLI commands of the search stage: ``lobsweep sweep`` and ``lobsweep leaderboard``.
+"""CLI commands of the search stage: ``lobsweep sweep``, ``lobsweep recipes`` and ``lobsweep leaderboard``.
 
 Every argument is checked (families, resources, budgets, data folder,
 features file) before Ray starts, so a mistake costs one line, not a cluster
@@ -28,6 +28,14 @@ def _sweep_args(p):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default=None, help="sweep name (default: sweep-<date>-<time>)")
     p.add_argument("--resume", default=None, metavar="NAME", help="continue the sweep NAME after a crash or kill")
+    p.add_argument("--extend", default=None, metavar="NAME",
+                   help="continue the finished sweep NAME: --num-samples more trials per family, searcher "
+                        "warm-started from its trials (none rerun)")
+    p.add_argument("--set-space", action="append", metavar="KEY=DIM",
+                   help="with --extend: narrow or change a dimension, e.g. model.layers=[3,4] or "
+                        "gru.train.lr='{\"type\": \"float\", \"low\": 5e-4, \"high\": 2e-3, \"log\": true}'")
+    p.add_argument("--no-recipes", action="store_true",
+                   help="do not enqueue the families' named recipes as first trials (see `lobsweep recipes`)")
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (default: $RAY_ADDRESS or local)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite in the run folder)")
     p.add_argument("--no-mlflow", action="store_true")
@@ -57,7 +65,15 @@ def cmd_sweep(args):
     from .tuning.sweep import run_sweep
     resources = parse_resources(args.resources)
     verbose = 1 if sys.stderr.isatty() else 0
-    if args.resume:
+    if args.set_space and not args.extend:
+        raise UserError("--set-space only applies with --extend NAME (a new sweep takes its spaces from the families)")
+    if args.extend:
+        if args.resume:
+            raise UserError("give --resume NAME or --extend NAME, not both")
+        kwargs = dict(extend=args.extend, num_samples=args.num_samples, set_space=args.set_space,
+                      time_budget_s=args.time_budget, resources=resources if args.resources else None)
+        data, families = None, None
+    elif args.resume:
         kwargs = dict(name=args.resume, resume=True, resources=resources if args.resources else None)
         data, families = None, None
     else:
@@ -71,7 +87,7 @@ def cmd_sweep(args):
                       time_budget_s=args.time_budget, resources=resources, max_concurrent=args.max_concurrent,
                       features_spec=_features(args.features), max_train_seqs=args.max_train_seqs,
                       tracking_uri=args.tracking_uri, seed=args.seed, top_k=args.top_k, joint=args.joint,
-                      track=not args.no_mlflow)
+                      track=not args.no_mlflow, recipes=not args.no_recipes)
     with contextlib.redirect_stdout(sys.stderr):          # Ray's progress output; stdout is the result
         out = run_sweep(data, families, run_dir=args.run_dir, ray_address=args.ray_address, verbose=verbose,
                         **kwargs)
@@ -81,6 +97,26 @@ def cmd_sweep(args):
     print(out["table"])
     note = " (time budget reached)" if out["budget_exhausted"] else ""
     print(f"{out['n_trials']} trials in {out['seconds']:.0f} s{note}; leaderboard: {out['leaderboard']}")
+
+
+@command("recipes", "list the named recipes (complete model + training + feature configs) a sweep tries first")
+@_args(lambda p: (p.add_argument("--family", default=None, help="only this family's recipes"),
+                  p.add_argument("--json", action="store_true", help="every recipe in full, as JSON")))
+def cmd_recipes(args):
+    import json
+    from .models import get_config_class
+    from .search_spaces.recipes import get_recipe, list_recipes
+    if args.family:
+        get_config_class(args.family)                    # unknown family -> one line
+    names = list_recipes(args.family)
+    if args.json:
+        print(json.dumps({n: get_recipe(n) for n in names}, indent=1))
+        return
+    print(f"{'recipe':<22}{'family':<15}about")
+    for n in names:
+        r = get_recipe(n)
+        print(f"{n:<22}{r['family']:<15}{r['about']}")
+    print("train one: lobsweep train --recipe NAME --data DIR --out DIR (flags still override)")
 
 
 @command("leaderboard", "print a stage's leaderboard from MLflow (best report mean first), or a sweep's top-K")

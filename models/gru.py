@@ -1,4 +1,9 @@
-"""Multi-layer GRU with a per-step head: the organisers' baseline shape, and the default family.
+"""Multi-layer GRU with a per-step head: the default family.
+
+The organisers' baseline is this family with ``input_proj=False`` (the GRU
+reads the F inputs directly), 3 layers and a linear head; the recipe
+``organiser-baseline`` (search_spaces/recipes.py) sets exactly that. The
+defaults below are lob-sweep's own starting point, not the baseline.
 
 Glossary: B batch, T time, F features, H hidden, L layers, M head hidden (see layers.py).
 
@@ -33,7 +38,7 @@ class GRUConfig:
     hidden: int = 128
     layers: int = 2
     dropout: float = 0.0
-    input_proj: bool = True  # Linear F -> H before the GRU, as in the organisers' baseline
+    input_proj: bool = True  # Linear F -> H before the GRU (the organisers' baseline has none)
     norm: str = "none"
     head: str = "mlp"
     head_hidden: int = 64

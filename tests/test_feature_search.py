@@ -60,7 +60,11 @@ def test_every_space_sample_maps_to_a_valid_pipeline_spec():
         if i < 20:
             F = pipe.fit(X).transform(X)
             assert F.shape == (3, 40, pipe.n_features_out) and np.isfinite(F).all()
-            assert set(pipe.groups().values()) == {"raw", *on}
+            raw = set() if spec["normalize"].get("drop_raw") else {"raw"}
+            assert set(pipe.groups().values()) == raw | on
+    seen = [spec_from_config(c)["normalize"] for c in _configs()]
+    assert {n["method"] for n in seen} == {"global", "warmup", "none"}       # the search can choose each
+    assert any(n.get("drop_raw") for n in seen)
 
 
 # ------------------------------------------------------------------ the proxy is honest

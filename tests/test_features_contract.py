@@ -47,6 +47,11 @@ PIPELINE_SPECS = {
     "full": FULL_SPEC,
     "robust": {"book": {"levels": 2, "log_volumes": False}, "trade": {"intensity_halflife": None},
                "normalize": {"robust": True, "clip": 5}},
+    "none": {"book": {"levels": 2}, "normalize": {"method": "none"}},
+    # warm-up of 10 steps so that T = 40 covers both the running and the frozen phase
+    "warmup": {"book": {}, "trade": {"intensity_halflife": 8}, "normalize": {"method": "warmup", "warmup": 10}},
+    "derived_only": {"book": {"levels": 2}, "temporal": {"inputs": ["mid", "imb0"], "ema_halflives": [4]},
+                     "normalize": {"drop_raw": True, "method": "warmup", "warmup": 7, "robust": True}},
 }
 SUBJECTS = [f"builder:{n}" for n in list_builders()] + [f"pipeline:{n}" for n in PIPELINE_SPECS]
 
@@ -182,7 +187,8 @@ def reference_repair(X: np.ndarray) -> np.ndarray:
     return out
 
 
-@pytest.mark.parametrize("spec_name", ["raw", "full", "robust"] + ["only_" + k for k in FULL_SPEC])
+@pytest.mark.parametrize("spec_name", ["raw", "full", "robust", "none", "warmup", "derived_only"]
+                         + ["only_" + k for k in FULL_SPEC])
 def test_nonfinite_policy(spec_name, X):
     if spec_name in PIPELINE_SPECS:
         spec = PIPELINE_SPECS[spec_name]
@@ -262,7 +268,7 @@ def test_book_and_trade_semantics():
 def test_chunked_fit_and_transform_equal_whole(X):
     Xl = lob_data(5, T, seed=9)
     mask = np.random.default_rng(0).random(Xl.shape[:2]) > 0.3
-    for spec in (FULL_SPEC, PIPELINE_SPECS["robust"]):
+    for spec in (FULL_SPEC, PIPELINE_SPECS["robust"], PIPELINE_SPECS["warmup"]):
         whole = FeaturePipeline.from_spec(spec).fit(Xl, mask=mask)
         chunked = FeaturePipeline.from_spec(spec).fit(Xl, mask=mask, chunk_size=2)
         a = whole.transform(Xl, dtype=np.float64)
@@ -273,7 +279,8 @@ def test_chunked_fit_and_transform_equal_whole(X):
 def test_spec_errors_are_one_line():
     cases = [{"bogus": {}}, {"book": {"levels": 9}}, {"trade": {"halflife": 3}},
              {"temporal": {"inputs": ["mid"]}}, {"book": {}, "temporal": {"windows": [1]}},
-             {"normalize": {"clip": 0}}]
+             {"normalize": {"clip": 0}}, {"normalize": {"method": "zscore"}}, {"normalize": {"warmup": 0}},
+             {"normalize": {"drop_raw": True}}]
     for spec in cases:
         with pytest.raises(FeatureSpecError) as err:
             FeaturePipeline.from_spec(spec)         # before any data is seen
@@ -347,3 +354,36 @@ def test_normalize_statistics():
     mask[:, 50:] = True
     masked = create_builder("normalize").fit(X, ["a", "b", "c"], mask=mask)
     np.testing.assert_allclose(masked.center_, X[:, 50:].reshape(-1, 3).mean(0), rtol=1e-12)
+
+
+def test_normalize_none_passes_raw_values(X):
+    pipe = FeaturePipeline.from_spec({"normalize": {"method": "none", "clip": 3}}).fit(X)
+    np.testing.assert_array_equal(pipe.transform(X, dtype=np.float64), X.astype(np.float64))
+    bad = X.copy()
+    bad[0, 0, 5], bad[1, 3:, 7] = np.inf, np.nan                 # inf with no finite value yet; then a gap
+    out = pipe.transform(bad, dtype=np.float64)
+    assert out[0, 0, 5] == 0.0 and (out[1, 3:, 7] == X[1, 2, 7]).all() and np.isfinite(out).all()
+
+
+def test_warmup_normalisation_matches_reference(X):
+    """Step t uses the mean/variance of rows 0..min(t, W-1) of its own sequence; later rows never count."""
+    W = 10
+    pipe = FeaturePipeline.from_spec({"normalize": {"method": "warmup", "warmup": W, "clip": 50}}).fit(X)
+    out = pipe.transform(X, dtype=np.float64)
+    floor = 0.1 * pipe.steps[-1].scale_
+    x = X.astype(np.float64)
+    for t in range(T):
+        seen = x[:, :min(t, W - 1) + 1]
+        ref = (x[:, t] - seen.mean(1)) / np.sqrt(seen.var(1) + floor ** 2)
+        np.testing.assert_allclose(out[:, t], np.clip(ref, -50, 50), rtol=0, atol=1e-7)
+    shifted = pipe.transform(X.astype(np.float64) + 0.5, dtype=np.float64)   # a level shift is removed
+    np.testing.assert_allclose(shifted, out, atol=1e-4)
+
+
+def test_drop_raw_keeps_derived_columns_only(X):
+    spec = {"book": {"levels": 1}, "normalize": {"drop_raw": True}}
+    pipe = FeaturePipeline.from_spec(spec).fit(X)
+    full = FeaturePipeline.from_spec({"book": {"levels": 1}}).fit(X)
+    assert set(pipe.groups().values()) == {"book"} and not set(pipe.feature_names) & set(RAW_COLUMNS)
+    keep = [full.feature_names.index(n) for n in pipe.feature_names]
+    np.testing.assert_allclose(pipe.transform(X, dtype=np.float64), full.transform(X, dtype=np.float64)[..., keep])

@@ -78,6 +78,7 @@ def test_sampled_configs_build_and_take_a_training_step(family):
     mask[:, 99:] = True
     for config in _random_configs(sweep_space(family), 3, seed=1):
         fam, hp, train = split_config({**config, "family": family})
+        train["swa_epochs"] = min(int(train.get("swa_epochs", 0)), 1)         # capped at the budget, as sweeps do
         cfg = TrainConfig.from_dict({**train, "epochs": 1, "batch_size": 16})   # one batch = one step
         model = create_model(fam, **hp, n_features=F)
         before = [p.detach().clone() for p in model.parameters()]
@@ -169,3 +170,61 @@ def test_bad_spaces_fail_in_one_line_naming_the_problem():
         sweep_space("gru", model={"norm": {"type": "choice", "values": []}})
     with pytest.raises(UserError, match="unknown model family 'nope'"):
         sweep_space("nope")
+
+
+# ------------------------------------------------------------------ recipes and what the spaces can express
+def test_spaces_express_the_public_recipes():
+    """Raw inputs, 4 layers, no projection, Pearson/combo losses, plateau, EMA, SWA, patience 12, whole
+    sequences: each is a value of the default spaces (the gaps the recipes issue listed)."""
+    from lobsweep.flows.profiles import PROFILES
+    from lobsweep.tuning.feature_space import SPACE as FEATURE_SPACE
+    common = common_space()
+    for fam in ("gru", "lstm"):
+        space = family_space(fam)
+        assert space["layers"]["high"] >= 4 and {True, False} <= set(space["input_proj"]["values"])
+        assert {"linear", "mlp"} <= set(space["head"]["values"])
+    assert {"pearson", "combo"} <= set(common["loss"]["values"]) and "pearson_coef" in common
+    assert "plateau" in common["schedule"]["values"] and 0.0 in common["weight_decay"]["values"]
+    assert common["patience"]["high"] >= 12 and 0 in common["crop_len"]["values"]
+    assert any(v > 0 for v in common["swa_epochs"]["values"]) and 0.0 in common["ema_decay"]["values"]
+    assert {"none", "warmup", "global"} <= set(FEATURE_SPACE["normalize.method"]["values"])
+    full = PROFILES["full"]["hpo"]
+    assert "patience" not in full["train_fixed"] and "crop_len" not in full["train_fixed"] and not full.get("spaces")
+
+
+@pytest.mark.parametrize("name", __import__("lobsweep.search_spaces.recipes", fromlist=["RECIPES"]).list_recipes())
+def test_every_recipe_is_complete_builds_and_is_a_point_of_its_default_space(name):
+    from lobsweep.features import FeaturePipeline
+    from lobsweep.search_spaces.recipes import fit_recipes, get_recipe
+    r = get_recipe(name)
+    model = create_model(r["family"], **r["model"], n_features=32)
+    assert set(r["model"]) == _fields(get_config_class(r["family"])) - {"n_features"}
+    TrainConfig.from_dict(r["train"])
+    FeaturePipeline.from_spec(r["features"])
+    space = sweep_space(r["family"])
+    widened, points, notes = fit_recipes(r["family"], space)
+    assert widened == space and notes == []                  # the default space already holds every recipe
+    point = next(p for p in points if p["recipe"] == name)
+    assert set(point) == set(space) | {"recipe"}
+    for key, value in point.items():
+        if key != "recipe":
+            assert value == r[key.split(".")[0]][key.split(".", 1)[1]]
+    if name == "organiser-baseline":                          # no projection, linear head, raw inputs
+        names = [n for n, _ in model.named_parameters()]
+        assert not any(n.startswith("in_proj") for n in names) and model.head.fc is None
+        assert r["model"]["layers"] == 3 and r["features"]["normalize"]["method"] == "none"
+
+
+def test_fit_recipes_widens_a_narrow_space_and_leaves_out_what_it_cannot_hold():
+    from lobsweep.search_spaces.recipes import fit_recipes
+    narrow = sweep_space("gru", model={"hidden": {"type": "choice", "values": [16, 32]},
+                                       "layers": {"type": "int", "low": 1, "high": 2}},
+                         train={"lr": {"type": "float", "low": 2e-3, "high": 5e-3, "log": True}})
+    space, points, notes = fit_recipes("gru", narrow)
+    assert {64, 128, 96} <= set(space["model.hidden"]["values"]) and space["model.layers"]["high"] == 4
+    assert space["train.lr"]["low"] == 1e-3 and space["train.loss"]["type"] == "choice"
+    assert len(points) == 4 and notes and all(set(p) == set(space) | {"recipe"} for p in points)
+    logwd = sweep_space("gru", train={"weight_decay": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True}})
+    _, points, notes = fit_recipes("gru", logwd)
+    assert [p["recipe"] for p in points] == ["default-gru"]          # the wd-0 recipes cannot be held
+    assert sum("left out" in n for n in notes) == 3

@@ -178,3 +178,25 @@ def test_calibration_oracle_ridge_and_tails():
     y = Yv[mv].astype(np.float64)
     kurtosis = ((y - y.mean(0)) ** 4).mean(0) / y.var(0) ** 2
     assert (kurtosis > 3.0).all()
+
+
+def test_shifted_variant_moves_the_signal_and_keeps_the_contract(tmp_path):
+    """Same schema and an exact causal oracle, but a signal the default one only partly explains."""
+    rows, oracle = synth.generate(8, seed=4, variant="shifted")
+    default_rows, _ = synth.generate(8, seed=4)
+    assert list(rows.columns) == ALL_COLS and (rows.dtypes == default_rows.dtypes).all()
+    X, Y, mask = _arrays(rows, 8)
+    got = oracle[TARGET_COLS].to_numpy().reshape(8, SEQ_LEN, 2)
+    np.testing.assert_array_equal(got, planted_signal(X, "shifted").astype(np.float32))
+    base = planted_signal(X, "shifted")
+    future = X.copy()
+    future[:, 301:] *= np.float32(1.3)
+    np.testing.assert_array_equal(planted_signal(future, "shifted")[:, :301], base[:, :301])
+    same_x = planted_signal(X)                       # the default signal of the very same features
+    r = np.corrcoef(same_x[mask][:, 0], base[mask][:, 0])[0, 1]
+    assert r < 0.9, r
+    best = score(Y[mask], got[mask])
+    assert 0.35 <= best["t0"] <= 0.7 and best["t1"] < 0.6 * best["t0"]
+    with pytest.raises(UserError, match="unknown synthetic variant"):
+        synth.write_dataset(tmp_path / "v", n_train=2, n_valid=1, variant="nope")
+    assert not os.path.exists(tmp_path / "v")

@@ -68,7 +68,7 @@ def test_bad_loss_options_are_user_errors(bad):
 
 
 @pytest.mark.parametrize("opt", [{"lr": -1}, {"schedule": "linear"}, {"crop_len": 50, "burn_in": 60},
-                                 {"epochs": 0}, {"bogus": 1}])
+                                 {"epochs": 0}, {"bogus": 1}, {"ema_decay": 1.0}, {"plateau_factor": 1.5}])
 def test_bad_train_options_are_user_errors(opt):
     with pytest.raises(UserError):
         TrainConfig.from_dict(opt)
@@ -86,8 +86,9 @@ def test_same_seed_same_history_and_learning():
     assert runs[0].tune["t0"] > 0.3          # the EMA signal is learnable
 
 
-def test_resume_from_state_dict_continues_exactly(tmp_path):
-    cfg = TrainConfig(epochs=3, batch_size=2, lr=1e-2, patience=5)
+@pytest.mark.parametrize("extra", [{}, {"ema_decay": 0.9, "schedule": "plateau", "plateau_patience": 0}])
+def test_resume_from_state_dict_continues_exactly(tmp_path, extra):
+    cfg = TrainConfig(epochs=3, batch_size=2, lr=1e-2, patience=5, **extra)
     a = Trainer(tiny_model(), cfg, tiny_split(), tiny_split(seed=1), seed=3)
     for _ in range(3):
         a.run_epoch()
@@ -135,6 +136,38 @@ def test_early_stopping_restores_best_epoch():
     best = max(h["tune_mean"] for h in res.history)
     assert res.tune["mean"] == pytest.approx(best, abs=1e-6)
     assert res.best_epoch == 1 + int(np.argmax([h["tune_mean"] for h in res.history]))
+
+
+def test_plateau_schedule_cuts_the_lr_only_after_a_tune_plateau(monkeypatch):
+    cfg = TrainConfig(epochs=5, batch_size=3, lr=1e-2, schedule="plateau", plateau_patience=1, patience=9)
+    tr = Trainer(tiny_model(), cfg, tiny_split(), tiny_split(seed=1), seed=0)
+    scores = iter([0.1, 0.2, 0.2, 0.2, 0.2])            # better, then flat
+    monkeypatch.setattr(tr, "evaluate", lambda split: {"t0": 0.0, "t1": 0.0, "mean": next(scores)})
+    lrs = [tr.run_epoch()["lr"] for _ in range(5)]
+    # epochs 3 and 4 bring no progress, more than patience 1 -> epoch 5 trains at half the LR
+    assert lrs == pytest.approx([1e-2, 1e-2, 1e-2, 1e-2, 5e-3])
+    assert tr.opt.param_groups[0]["lr"] == pytest.approx(5e-3)
+
+
+def test_ema_weights_are_what_is_scored_kept_and_saved():
+    cfg = TrainConfig(epochs=2, batch_size=2, lr=2e-2, ema_decay=0.9, patience=5)
+    tr = Trainer(tiny_model(), cfg, tiny_split(), tiny_split(seed=1), seed=0)
+    tr.run_epoch()
+    raw = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    ema = tr.ema.weights(tr.model)
+    assert any(not torch.equal(raw[k], ema[k]) for k in raw)      # the average is not the raw weights
+    tr.model.load_state_dict(ema)
+    assert tr.evaluate(tr.tune_split)["mean"] == pytest.approx(tr.history[-1]["tune_mean"], abs=1e-9)
+    tr.model.load_state_dict(raw)
+    tr.run_epoch()
+    res = tr.finish()
+    kept = tr.model.state_dict()
+    assert res.best_epoch in (1, 2)
+    if res.best_epoch == 2:
+        assert all(torch.equal(kept[k], v) for k, v in tr.ema.weights(tr.model).items())
+    else:
+        assert all(torch.equal(kept[k], ema[k]) for k in kept)
+    assert res.tune["mean"] == pytest.approx(tr.history[res.best_epoch - 1]["tune_mean"], abs=1e-9)
 
 
 # ------------------------------------------------------------------ bundles
@@ -216,3 +249,29 @@ def test_train_and_predict_cli(tiny_data, tmp_path, cli):
         assert res.returncode == 2 and frag in res.stderr and "Traceback" not in res.stderr
         assert len(res.stderr.strip().splitlines()) == 1
         assert not os.path.exists(tmp_path / "x")
+
+
+def test_train_recipe_cli_trains_the_recipe_and_flags_still_override(tiny_data, tmp_path, cli):
+    from lobsweep.search_spaces.recipes import get_recipe
+    out = tmp_path / "vanilla"
+    res = cli("train", "--recipe", "vanilla-gru-3x64", "--data", tiny_data, "--out", str(out), "--epochs", "1",
+              "--set", "hidden=8", "--train-set", "crop_len=300", "--no-mlflow",
+              env={"LOBSWEEP_RUN_DIR": str(tmp_path / "runs")})
+    assert res.returncode == 0, res.stderr
+    spec = json.load(open(out / "spec.json"))
+    want = get_recipe("vanilla-gru-3x64")
+    assert spec["family"] == "gru" and spec["recipe"] == "vanilla-gru-3x64"
+    assert {**want["model"], "hidden": 8} == {k: spec["config"][k] for k in want["model"]}
+    assert spec["train_config"]["crop_len"] == 300 and spec["train_config"]["epochs"] == 1
+    for k in ("loss", "schedule", "batch_size", "patience", "weight_decay"):
+        assert spec["train_config"][k] == want["train"][k]
+    assert spec["features"]["spec"] == want["features"]                 # raw inputs, not z-normalised
+    for bad, frag in ((["--recipe", "nope"], "unknown recipe 'nope'"),
+                      (["--recipe", "default-lstm", "--family", "gru"], "is a lstm recipe"), ([], "--family")):
+        res = cli("train", "--data", tiny_data, "--out", str(tmp_path / "x"), *bad,
+                  env={"LOBSWEEP_RUN_DIR": str(tmp_path / "runs")})
+        assert res.returncode == 2 and frag in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+        assert not os.path.exists(tmp_path / "x")
+    res = cli("recipes")
+    assert res.returncode == 0 and all(n in res.stdout for n in ("organiser-baseline", "pearson-gru-4x128",
+                                                                  "default-ssm"))

@@ -8,6 +8,12 @@ the burn-in); warm-up steps still run through the model and feed its state.
 Early stopping watches the official score on the *tune* split; the *report*
 split is scored every epoch for the record but never chooses anything.
 
+Schedules: ``cosine`` / ``onecycle`` / ``constant`` step the LR every batch;
+``plateau`` is ReduceLROnPlateau on the tune score, stepped once per epoch
+(factor ``plateau_factor`` after ``plateau_patience`` epochs without a better
+score). With ``ema_decay`` > 0 an EMA of the weights (averaging.py) is what
+gets scored, kept as the best weights and saved; the raw weights only train.
+
 A ``Trainer`` is resumable: ``state_dict()`` holds weights, optimiser,
 scheduler, history and the best weights, and every epoch's randomness is
 derived from (seed, epoch), so a trial restored from a checkpoint continues
@@ -28,10 +34,11 @@ from torch import nn
 
 from ..data.metric import score_masked
 from ..errors import UserError
+from .averaging import WeightEMA, swapped
 from .device import amp_dtype, pick_device
 from .losses import LOSSES, make_loss
 
-SCHEDULES = ("cosine", "onecycle", "constant")
+SCHEDULES = ("cosine", "onecycle", "constant", "plateau")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 
 
@@ -55,6 +62,9 @@ class TrainConfig:
     burn_in: int = 64                 # leading crop steps that only feed the state
     patience: int = 3                 # epochs without a better tune score before stopping
     swa_epochs: int = 0               # average weights over the last k epochs (0 = off)
+    ema_decay: float = 0.0            # EMA of the weights, scored and saved instead of them (0 = off)
+    plateau_patience: int = 2         # schedule "plateau": epochs without a better tune score ...
+    plateau_factor: float = 0.5       # ... before the LR is multiplied by this
     amp: str = "auto"                 # CUDA only: bf16 where supported, else fp16
     eval_batch_size: int = 64
     device: str = "auto"
@@ -87,6 +97,9 @@ class TrainConfig:
              f"crop_len must be 0 or > burn_in ({self.burn_in}), got {self.crop_len}")
         need(int(self.patience) >= 1, f"patience must be >= 1, got {self.patience}")
         need(0 <= int(self.swa_epochs) <= int(self.epochs), f"swa_epochs must be in [0, epochs], got {self.swa_epochs}")
+        need(0.0 <= float(self.ema_decay) < 1.0, f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        need(int(self.plateau_patience) >= 0, f"plateau_patience must be >= 0, got {self.plateau_patience}")
+        need(0.0 < float(self.plateau_factor) < 1.0, f"plateau_factor must be in (0, 1), got {self.plateau_factor}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -172,8 +185,12 @@ class Trainer:
             self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=total, eta_min=cfg.lr * 0.02)
         elif cfg.schedule == "onecycle":
             self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=cfg.lr, total_steps=total)
+        elif cfg.schedule == "plateau":            # stepped per epoch on the tune score (run_epoch)
+            self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.opt, mode="max", factor=float(cfg.plateau_factor), patience=int(cfg.plateau_patience))
         else:
             self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda _: 1.0)
+        self.ema = WeightEMA(self.model, cfg.ema_decay) if cfg.ema_decay else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
         self.epoch = 0
         self.history: list[dict] = []
@@ -224,10 +241,17 @@ class Trainer:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
             self.scaler.step(self.opt)
             self.scaler.update()
-            self.sched.step()
+            if self.ema is not None:
+                self.ema.update(self.model)
+            if self.cfg.schedule != "plateau":
+                self.sched.step()
             total += float(loss.detach()) * len(idx)
             count += len(idx)
         return total / max(count, 1)
+
+    def scored_weights(self) -> dict | None:
+        """The weights that are scored and kept: the EMA's when on (None: the model's own)."""
+        return None if self.ema is None else self.ema.weights(self.model)
 
     def evaluate(self, split: Split) -> dict:
         P = predict(self.model, split.X, self.cfg.eval_batch_size, self.device,
@@ -239,17 +263,23 @@ class Trainer:
         t0 = time.perf_counter()
         lr = self.opt.param_groups[0]["lr"]
         train_loss = self._train_epoch()
-        tune = self.evaluate(self.tune_split)
+        scored = self.scored_weights()
+        with swapped(self.model, scored):
+            tune = self.evaluate(self.tune_split)
+            rep = self.evaluate(self.report_split) if self.report_split is not None else None
         rec = {"epoch": self.epoch + 1, "train_loss": train_loss, "lr": lr,
                "tune_t0": tune["t0"], "tune_t1": tune["t1"], "tune_mean": tune["mean"]}
-        if self.report_split is not None:
-            rep = self.evaluate(self.report_split)
+        if rep is not None:
             rec.update(report_t0=rep["t0"], report_t1=rep["t1"], report_mean=rep["mean"])
         if tune["mean"] > self.best_score:
             self.best_score, self.best_epoch = tune["mean"], self.epoch + 1
-            self.best_weights = copy.deepcopy({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
+            self.best_weights = scored if scored is not None else copy.deepcopy(
+                {k: v.detach().cpu() for k, v in self.model.state_dict().items()})
+        if self.cfg.schedule == "plateau":
+            self.sched.step(tune["mean"])
         if self.cfg.swa_epochs and self.epoch >= self.cfg.epochs - self.cfg.swa_epochs:
-            sd = {k: v.detach().cpu().double() for k, v in self.model.state_dict().items()}
+            sd = {k: v.detach().cpu().double()
+                  for k, v in (scored if scored is not None else self.model.state_dict()).items()}
             self.swa_sum = sd if self.swa_sum is None else {k: self.swa_sum[k] + sd[k] for k in sd}
             self.swa_n += 1
         self.epoch += 1
@@ -270,14 +300,12 @@ class Trainer:
         """Restore the best weights (or the SWA average when it scores better on tune)."""
         swa_used = False
         if self.swa_n:
-            current = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            avg = {k: (self.swa_sum[k] / self.swa_n).to(current[k].dtype) for k in current}
-            self.model.load_state_dict(avg)
-            swa_score = self.evaluate(self.tune_split)["mean"]
+            avg = {k: (self.swa_sum[k] / self.swa_n).to(v.dtype) for k, v in self.model.state_dict().items()}
+            with swapped(self.model, avg):
+                swa_score = self.evaluate(self.tune_split)["mean"]
             if swa_score > self.best_score:
                 self.best_score, swa_used = swa_score, True
                 self.best_weights = {k: v.cpu() for k, v in avg.items()}
-            self.model.load_state_dict(current)
         if self.best_weights is not None:
             self.model.load_state_dict(self.best_weights)
         tune = self.evaluate(self.tune_split)
@@ -290,7 +318,8 @@ class Trainer:
         return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
                 "scaler": self.scaler.state_dict(), "epoch": self.epoch, "history": self.history,
                 "best_score": self.best_score, "best_epoch": self.best_epoch, "best_weights": self.best_weights,
-                "swa_sum": self.swa_sum, "swa_n": self.swa_n}
+                "swa_sum": self.swa_sum, "swa_n": self.swa_n,
+                "ema": self.ema.state_dict() if self.ema is not None else None}
 
     def load_state_dict(self, s: dict) -> None:
         self.model.load_state_dict(s["model"])
@@ -300,6 +329,8 @@ class Trainer:
         self.epoch, self.history = int(s["epoch"]), list(s["history"])
         self.best_score, self.best_epoch = float(s["best_score"]), int(s["best_epoch"])
         self.best_weights, self.swa_sum, self.swa_n = s["best_weights"], s["swa_sum"], int(s["swa_n"])
+        if self.ema is not None and s.get("ema") is not None:
+            self.ema.load_state_dict(s["ema"])
 
 
 def fit(model: nn.Module, cfg: TrainConfig, train: Split, tune: Split, report: Split | None = None,

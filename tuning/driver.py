@@ -57,6 +57,10 @@ class ExperimentSettings:
     time_budget_s: float | None = None
     seed: int = 0
     points_to_evaluate: list | None = None      # configs to try first (same keys as the space)
+    # with points_to_evaluate: their known tune scores; the searcher is told them and runs none
+    # of them again (``sweep --extend`` warm-starts from a finished sweep's trials this way)
+    evaluated_rewards: list | None = None
+    keep_points: list | None = None             # trials with these values ASHA never stops (recipes)
     max_failures: int = 2
     reuse_actors: bool = True
     verbose: int = 0
@@ -96,14 +100,20 @@ def make_searcher(space, s: ExperimentSettings):
     ot_space = space if callable(space) else to_optuna(space)
     points = [{k: encode_value(v) for k, v in (p if callable(space) else complete_point(p, space)).items()}
               for p in (s.points_to_evaluate or [])] or None
-    return OptunaSearch(space=ot_space, metric=s.metric, mode=s.mode, sampler=sampler, points_to_evaluate=points)
+    rewards = [float(r) for r in s.evaluated_rewards] if points and s.evaluated_rewards else None
+    return OptunaSearch(space=ot_space, metric=s.metric, mode=s.mode, sampler=sampler, points_to_evaluate=points,
+                        evaluated_rewards=rewards)
 
 
 def make_scheduler(s: ExperimentSettings):
     if s.scheduler == "fifo":
         return tune.schedulers.FIFOScheduler()
-    return tune.schedulers.ASHAScheduler(time_attr="training_iteration", max_t=int(s.max_t),
-                                         grace_period=int(s.grace_period), reduction_factor=s.reduction_factor)
+    kw = dict(time_attr="training_iteration", max_t=int(s.max_t), grace_period=int(s.grace_period),
+              reduction_factor=s.reduction_factor)
+    if s.keep_points:
+        from .schedulers import KeepPointsASHA
+        return KeepPointsASHA(list(s.keep_points), **kw)
+    return tune.schedulers.ASHAScheduler(**kw)
 
 
 def run_experiment(builder, space, ctx: TrialContext, s: ExperimentSettings, *, storage_path: str, name: str,

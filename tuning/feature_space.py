@@ -4,7 +4,10 @@ Dimensions use the format of search_spaces/common.py (``{"type": "choice",
 "values": [...]}``); ``search_spaces.adapter`` turns them into Optuna or Ray
 Tune objects. Keys are ``"<group>"`` (is the builder on?) and
 ``"<group>.<parameter>"`` (a parameter of that builder, see features/), plus
-``"normalize.robust"``. ``spec_from_config`` maps a sampled config to a
+the final stage's ``"normalize.method"`` (global z-scores, per-sequence
+warm-up statistics, or raw values), ``"normalize.robust"`` and
+``"normalize.drop_raw"`` (derived columns only; ignored when no group is on,
+since nothing would be left). ``spec_from_config`` maps a sampled config to a
 ``FeaturePipeline`` spec::
 
     {"book": true, "book.levels": 1, "temporal": true, "temporal.inputs": ["mid", "imb0"], ...}
@@ -56,6 +59,8 @@ SPACE = {
         [["imb0", "trade_signed"]],
         [["imb0", "spread0"], ["trade_signed", "spread0"], ["spread0", "mid"], ["v0", "p0"]]]},
     "normalize.robust": {"type": "choice", "values": [False, True]},
+    "normalize.method": {"type": "choice", "values": ["global", "warmup", "none"]},
+    "normalize.drop_raw": {"type": "choice", "values": [False, True]},
 }
 
 RAW_SPEC: dict = {}               # the 32 raw columns, z-normalised: the baseline every search reports
@@ -88,7 +93,10 @@ def spec_from_config(config: dict) -> dict:
         pairs = [list(p) for p in c.get("interactions.pairs", []) if all(_available(x, on) for x in p)]
         if pairs:
             spec["interactions"] = {"pairs": pairs}
-    spec["normalize"] = {"robust": bool(c.get("normalize.robust", False))}
+    spec["normalize"] = {"robust": bool(c.get("normalize.robust", False)),
+                         "method": c.get("normalize.method", "global")}
+    if c.get("normalize.drop_raw") is True and groups_on(spec):
+        spec["normalize"]["drop_raw"] = True
     return spec
 
 
@@ -99,11 +107,14 @@ def groups_on(spec: dict) -> list[str]:
 
 def describe(spec: dict) -> str:
     """One short line for logs: ``raw+book+temporal(mid,imb0)``."""
-    parts = ["raw"]
+    norm = spec.get("normalize") or {}
+    parts = [] if norm.get("drop_raw") else ["raw"]
     for g in groups_on(spec):
         parts.append(f"temporal({','.join(spec['temporal']['inputs'])})" if g == "temporal" else g)
-    if (spec.get("normalize") or {}).get("robust"):
+    if norm.get("robust"):
         parts.append("robust")
+    if norm.get("method", "global") != "global":
+        parts.append(f"norm={norm['method']}")
     return "+".join(parts)
 
 

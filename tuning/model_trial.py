@@ -68,7 +68,10 @@ class ModelTrial:
         self.spec = spec
         self.family, hp, train = split_config(config)
         self.prep = prepared(spec.data_dir, spec.features_spec, spec.max_train_seqs, spec.cache_dir, spec.tune_from)
-        self.cfg = TrainConfig.from_dict({**train, **spec.train_fixed, "epochs": int(spec.max_epochs)})
+        train = {**train, **spec.train_fixed, "epochs": int(spec.max_epochs)}
+        if "swa_epochs" in train:          # a searched SWA window longer than the budget: the whole budget
+            train["swa_epochs"] = min(int(train["swa_epochs"]), int(spec.max_epochs))
+        self.cfg = TrainConfig.from_dict(train)
         set_seed(spec.seed)
         self.model = create_model(self.family, **{**hp, "n_features": self.prep.pipeline.n_features_out})
         self.trainer = Trainer(self.model, self.cfg, self.prep.fit, self.prep.tune, None, seed=spec.seed)

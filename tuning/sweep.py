@@ -85,20 +85,30 @@ def run_sweep(data_dir, families, *, name=None, num_samples=8, max_epochs=8, gra
               time_budget_s=None, resources=None, max_concurrent=None, features_spec=None, max_train_seqs=None,
               ray_address=None, tracking_uri=None, resume=False, run_dir=None, seed=0, top_k=3, joint=False,
               scheduler="asha", searcher="tpe", spaces=None, train_fixed=None, points_to_evaluate=None,
-              callbacks=None, track=True, verbose=0, local_cpus=None, local_gpus=None) -> dict:
-    """Run or resume a sweep; returns a summary with the leaderboard path.
+              callbacks=None, track=True, verbose=0, local_cpus=None, local_gpus=None, recipes=True,
+              extend=None, set_space=None) -> dict:
+    """Run, resume or extend a sweep; returns a summary with the leaderboard path.
 
     ``spaces`` (``{family: {"model": {...}, "train": {...}}}``) replaces the
     default spaces; ``points_to_evaluate`` lists configs to try first (keys as
-    in the sweep space: ``"model.hidden"``, ``"train.lr"``). On resume the
-    stored settings are used and only ``ray_address`` / ``resources`` apply.
+    in the sweep space: ``"model.hidden"``, ``"train.lr"``). With ``recipes``
+    each family's named recipes (search_spaces/recipes.py) are its first
+    trials. On resume the stored settings are used and only ``ray_address`` /
+    ``resources`` apply. ``extend=NAME`` continues a finished sweep with
+    ``num_samples`` more trials per family, its space narrowed by
+    ``set_space`` (``["model.layers=[3,4]", ...]``; see sweep_extend.py).
     """
     from ..tracking import run_dir as _run_dir
     from .ray_setup import parse_resources
     run_dir = _run_dir(run_dir)
     if name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", str(name)):
         raise UserError(f"sweep name must be letters, digits, '.', '_' or '-', got {name!r}")
-    if resume:
+    if extend:
+        meta, meta_path = _extension(run_dir, str(extend), num_samples, set_space, time_budget_s)
+        name = meta["name"]
+        if resources is not None:
+            meta["resources"] = parse_resources(resources)
+    elif resume:
         if not name:
             raise UserError("resume needs the sweep's name (--resume NAME)")
         meta_path = os.path.join(sweep_dir(run_dir, name), "sweep.json")
@@ -120,11 +130,33 @@ def run_sweep(data_dir, families, *, name=None, num_samples=8, max_epochs=8, gra
                 "features_spec": features_spec, "max_train_seqs": max_train_seqs, "seed": seed, "top_k": top_k,
                 "joint": bool(joint), "scheduler": scheduler, "searcher": searcher, "spaces": spaces or {},
                 "train_fixed": train_fixed or {}, "points_to_evaluate": points_to_evaluate,
-                "tracking_uri": tracking_uri, "track": bool(track)}
+                "tracking_uri": tracking_uri, "track": bool(track), "recipes": bool(recipes)}
         check_settings(meta)
     from .sweep_run import execute
     return execute(meta, meta_path, run_dir, ray_address=ray_address, callbacks=callbacks, verbose=verbose,
                    local_cpus=local_cpus, local_gpus=local_gpus)
+
+
+def _extension(run_dir: str, name: str, num_samples, set_space, time_budget_s) -> tuple[dict, str]:
+    """The stored settings of finished sweep ``name`` with one more extension appended (checked)."""
+    from .sweep_extend import check_extendable, check_overrides, experiments, parse_set_space
+    meta_path = os.path.join(sweep_dir(run_dir, name), "sweep.json")
+    if not os.path.exists(meta_path):
+        raise UserError(f"no sweep named {name!r} under {run_dir}/sweeps (nothing to extend)")
+    meta = json.load(open(meta_path))
+    fam_dir = os.path.join(os.path.dirname(meta_path), "families")
+    done = {f[:-5] for f in os.listdir(fam_dir) if f.endswith(".json")} if os.path.isdir(fam_dir) else set()
+    check_extendable(meta, [e["name"] for e in experiments(meta)], done)
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise UserError(f"--num-samples must be >= 1, got {num_samples!r}")
+    if time_budget_s is not None and not float(time_budget_s) > 0:
+        raise UserError(f"--time-budget must be > 0 seconds, got {time_budget_s}")
+    overrides = parse_set_space(set_space, meta["families"])
+    check_overrides(overrides)
+    meta.setdefault("extensions", []).append({"num_samples": int(num_samples), "set_space": overrides,
+                                              "time_budget_s": time_budget_s,
+                                              "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    return meta, meta_path
 
 
 def load_leaderboard(path_or_sweep_dir: str, run_dir: str | None = None) -> dict:

@@ -22,6 +22,7 @@ from .model_trial import ModelTrialBuilder
 from ..progress import Stage
 from .progress import TuneProgress
 from .ray_setup import check_fits, default_concurrency, ray_session
+from .sweep_extend import experiments
 from .trainable import TrialContext
 
 log = logging.getLogger("lobsweep.tuning")
@@ -98,6 +99,59 @@ def _points(points: list | None, family: str | None) -> list | None:
     return out or None
 
 
+def _with_recipes(meta: dict, spaces: dict) -> dict:
+    """Widen each family's space to hold its recipes; their points (first trials) go into meta."""
+    from ..search_spaces.recipes import fit_recipes
+    points, notes = [], []
+    for fam in meta["families"]:
+        spaces[fam], pts, lines = fit_recipes(fam, spaces[fam], joint=bool(meta["joint"]))
+        points += [{"family": fam, **p} if "family" not in p else p for p in pts]
+        notes += lines
+    meta["recipe_points"] = points
+    meta["recipe_notes"] = notes
+    for line in notes:
+        log.info("sweep %s: %s", meta["name"], line)
+    return spaces
+
+
+def _first_points(meta: dict, fam: str | None) -> list | None:
+    """Recipes first, then the caller's points; per family (without the family key) unless joint."""
+    recipe = [{k: v for k, v in p.items() if k != "recipe"} for p in meta.get("recipe_points") or []]
+    if fam is not None:
+        recipe = _points(recipe, fam) or []
+    return (recipe + (_points(meta["points_to_evaluate"], fam) or [])) or None
+
+
+def _recipe_values(meta: dict, fam: str | None) -> list[dict]:
+    """The recipe points as values a trial config holds (family included for a joint sweep)."""
+    pts = [{k: v for k, v in p.items() if k != "recipe"} for p in meta.get("recipe_points") or []]
+    return pts if fam is None else [{k: v for k, v in p.items() if k != "family"}
+                                    for p in pts if p["family"] == fam]
+
+
+def _mark_recipes(recs: list[dict], meta: dict) -> None:
+    """Tag the trial that ran each recipe (its config holds every key of the recipe's point)."""
+    from .schedulers import matches
+    for p in meta.get("recipe_points") or []:
+        want = {k: v for k, v in p.items() if k not in ("recipe", "family")}
+        for r in recs:
+            if r["family"] == p["family"] and matches(r["config"], want):
+                r["recipe"] = p["recipe"]
+                break
+
+
+def _extension_search(meta, exp, spaces, records, fail_score) -> tuple[dict, list | None, list | None]:
+    """An extension's space (overrides laid on), and its warm start from the records of its family."""
+    from .sweep_extend import apply_overrides, flat_defaults, warm_start
+    fam = exp["family"]
+    space = apply_overrides(spaces[fam], exp["extension"]["set_space"].get(fam, {}))
+    prior = [r for r in records if r.get("family") == fam]
+    points, rewards, skipped = warm_start(prior, space, flat_defaults(fam, meta["train_fixed"]), fail_score)
+    log.info("sweep %s: %s warm-starts from %d recorded trials (%d outside the narrowed space)",
+             meta["name"], exp["name"], len(points), skipped)
+    return space, points or None, rewards or None
+
+
 def execute(meta: dict, meta_path: str, run_dir: str, *, ray_address=None, callbacks=None, verbose=0,
             local_cpus=None, local_gpus=None) -> dict:
     from ..training.prepare import prepare
@@ -108,19 +162,21 @@ def execute(meta: dict, meta_path: str, run_dir: str, *, ray_address=None, callb
     prep = prepare(meta["data_dir"], meta["features_spec"], max_train_seqs=meta["max_train_seqs"],
                    cache_dir=dirs["cache"])
     spaces = {f: sweep_space(f, **meta["spaces"].get(f, {})) for f in meta["families"]}
+    if meta.get("recipes"):
+        spaces = _with_recipes(meta, spaces)
     if meta["track"]:
         start_tracking(meta, run_dir)
     save_meta(meta_path, meta)
     builder = ModelTrialBuilder(data_dir=meta["data_dir"], max_epochs=int(meta["max_epochs"]),
                                 features_spec=meta["features_spec"], max_train_seqs=meta["max_train_seqs"],
                                 cache_dir=dirs["cache"], seed=int(meta["seed"]), train_fixed=meta["train_fixed"])
-    groups = [("joint", None)] if meta["joint"] else [(f, f) for f in meta["families"]]
+    exps = experiments(meta)
     res = meta["resources"]
     ctx = TrialContext(sweep=meta["name"], bundles_dir=dirs["bundles"], threads=max(1, math.ceil(res["cpu"])),
                        tracking_uri=meta.get("tracking_uri") if meta["track"] else None,
                        experiment_id=meta.get("experiment_id"), parent_run_id=meta.get("parent_run_id"))
     started, records, ok, short = time.time(), [], False, False
-    stage = Stage("hpo", total=int(meta["num_samples"]) * len(groups), budget_s=meta["time_budget_s"])
+    stage = Stage("hpo", total=sum(int(e["num_samples"]) for e in exps), budget_s=meta["time_budget_s"])
     callbacks = [*(callbacks or []), TuneProgress(stage)]
     log.info("sweep %s: %d fit / %d tune / %d report sequences, %d features", meta["name"], prep.info["n_fit"],
              prep.info["n_tune"], prep.info["n_report"], prep.info["n_features"])
@@ -128,27 +184,41 @@ def execute(meta: dict, meta_path: str, run_dir: str, *, ray_address=None, callb
         with ray_session(ray_address, num_cpus=local_cpus, num_gpus=local_gpus, log_dir=sdir):
             check_fits(res)
             conc = int(meta["max_concurrent"] or default_concurrency(res))
-            for i, (group, fam) in enumerate(groups):
+            for i, exp in enumerate(exps):
+                group, fam = exp["name"], exp["family"]
                 done_file = os.path.join(dirs["families"], f"{group}.json")
                 if os.path.exists(done_file):
-                    records += json.load(open(done_file))
-                    stage.add("done", len(records))
+                    loaded = json.load(open(done_file))
+                    records += loaded
+                    stage.add("done", len(loaded))
                     continue
+                ext = exp["extension"]
+                if ext is None:              # the sweep's own experiments share its time budget
+                    same = [e for e in exps if e["extension"] is None]
+                    budget = family_budget(meta["time_budget_s"], started, len(same) - i)
+                    space = spaces[fam] if fam else joint_define_by_run(spaces)
+                    points, rewards = _first_points(meta, fam), None
+                    keep = _recipe_values(meta, fam)
+                else:                        # an extension: its own budget, warm-started searcher
+                    budget = ext.get("time_budget_s")
+                    space, points, rewards = _extension_search(meta, exp, spaces, records, ctx.fail_score)
+                    keep = None
                 settings = ExperimentSettings(
-                    num_samples=int(meta["num_samples"]), max_t=int(meta["max_epochs"]),
+                    num_samples=exp["num_samples"], max_t=int(meta["max_epochs"]),
                     grace_period=int(meta["grace_period"]), reduction_factor=float(meta["reduction_factor"]),
                     scheduler=meta["scheduler"], searcher=meta["searcher"], max_concurrent=conc, resources=res,
-                    time_budget_s=family_budget(meta["time_budget_s"], started, len(groups) - i),
-                    seed=int(meta["seed"]) + i, points_to_evaluate=_points(meta["points_to_evaluate"], fam),
-                    verbose=verbose, callbacks=list(callbacks))
-                space = spaces[fam] if fam else joint_define_by_run(spaces)
+                    time_budget_s=budget, seed=int(meta["seed"]) + i, points_to_evaluate=points,
+                    evaluated_rewards=rewards, keep_points=keep, verbose=verbose, callbacks=list(callbacks))
                 results = run_experiment(builder, space, ctx, settings, storage_path=dirs["ray"], name=group,
                                          constants={"family": fam} if fam else {},
                                          resume=os.path.isdir(os.path.join(dirs["ray"], group)))
                 recs = trial_records(results)
                 for r in recs:
                     r["family"] = r["config"].get("family", fam)
-                short |= len(recs) < int(meta["num_samples"])
+                    r["experiment"] = group
+                if ext is None:
+                    _mark_recipes(recs, meta)
+                short |= len(recs) < exp["num_samples"]
                 reconcile_runs(recs, ctx)
                 save_meta(done_file, recs)
                 records += recs

@@ -1,0 +1,170 @@
+"""Recipes as a sweep's first trials, and ``sweep --extend``: properties of the real driver.
+
+The recipes here are two tiny stand-ins monkeypatched into the registry of
+recipes: the driver turns them into points in this process, so Ray's workers
+never read the registry, and the test stays seconds per trial. The real
+recipes are checked against the default spaces in test_search_spaces.py.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import pickle
+import shutil
+import tempfile
+
+import pytest
+
+from lobsweep.cli import main
+from lobsweep.search_spaces import recipes as recipes_mod
+from lobsweep.search_spaces.adapter import decode_value
+
+TINY = {"model": {"hidden": {"type": "int", "low": 8, "high": 16, "log": True},
+                  "layers": {"type": "int", "low": 1, "high": 2}},
+        "train": {"crop_len": {"type": "choice", "values": [256]}, "batch_size": {"type": "choice", "values": [8]},
+                  "lr": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True}}}
+STAND_INS = {
+    "tiny-pearson": {"family": "gru", "about": "test", "features": {},
+                     "model": {"hidden": 12, "layers": 2, "input_proj": False, "head": "linear"},
+                     "train": {"loss": "pearson", "lr": 2e-2, "batch_size": 6, "schedule": "plateau",
+                               "crop_len": 0, "ema_decay": 0.9}},
+    "tiny-wmse": {"family": "gru", "about": "test", "features": {},
+                  "model": {"hidden": 10, "layers": 1, "head": "linear"},
+                  "train": {"loss": "wmse", "lr": 1e-2, "batch_size": 8, "crop_len": 256}},
+}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    from lobsweep.data.synth import write_dataset
+    d = tmp_path_factory.mktemp("recipedata")
+    write_dataset(d, n_train=24, n_valid=12, seq_len=1000, seed=0)
+    return str(d)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    from lobsweep.tuning.ray_setup import ray_session
+    tmp = tempfile.mkdtemp(prefix="lsr-", dir="/tmp")
+    with ray_session(num_cpus=2, temp_dir=tmp) as ray:
+        yield ray
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def stand_ins(monkeypatch):
+    monkeypatch.setattr(recipes_mod, "RECIPES", STAND_INS)
+
+
+def _cfg(rec: dict) -> dict:
+    return {k: decode_value(v) for k, v in rec["config"].items()}
+
+
+def _study(sweep_dir: str, experiment: str):
+    """The Optuna study of an experiment's searcher, as Ray saved it (under its ConcurrencyLimiter)."""
+    state = sorted(glob.glob(os.path.join(sweep_dir, "ray", experiment, "searcher-state-*.pkl")))
+    assert state, f"no saved searcher state for {experiment}"
+    obj = pickle.load(open(state[-1], "rb"))
+    while not hasattr(obj, "trials"):
+        obj = obj["_ot_study"] if isinstance(obj, dict) and "_ot_study" in obj else (
+            obj.get("searcher") if isinstance(obj, dict) else getattr(obj, "searcher", None) or obj._ot_study)
+        assert obj is not None
+    return obj
+
+
+# ---------------------------------------------------------------- fast: bad arguments, nothing written
+@pytest.mark.parametrize("argv, message", [
+    (["--extend", "ghost"], "no sweep named 'ghost'"),
+    (["--set-space", "model.layers=[1]", "--data", "x", "--families", "gru"], "--set-space only applies with"),
+    (["--extend", "a", "--resume", "a"], "not both"),
+])
+def test_bad_extend_arguments_fail_in_one_line(argv, message, tmp_path, capsys):
+    rc = main(["sweep", "--run-dir", str(tmp_path), *argv])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and message in err and len(err.splitlines()) == 1, err
+    assert not os.path.exists(tmp_path / "sweeps")
+
+
+def test_set_space_parsing():
+    from lobsweep.errors import UserError
+    from lobsweep.tuning.sweep_extend import check_overrides, parse_set_space
+    out = parse_set_space(["model.layers=[3,4]", "gru.train.lr=0.001",
+                           'train.loss={"type": "choice", "values": ["pearson"]}'], ["gru", "lstm"])
+    assert out["gru"]["model.layers"] == {"type": "choice", "values": [3, 4]} == out["lstm"]["model.layers"]
+    assert out["gru"]["train.lr"] == {"type": "choice", "values": [0.001]} and "train.lr" not in out["lstm"]
+    for bad in (["model.nope=[1]"], ["ssm.model.layers=[1]"], ["layers=[1]"], ["model.layers"]):
+        with pytest.raises(UserError):
+            check_overrides(parse_set_space(bad, ["gru", "lstm"]))
+
+
+# ---------------------------------------------------------------- slow: the real driver
+@pytest.mark.slow
+def test_recipes_run_first_with_their_config_and_extend_warm_starts(ray_local, data_dir, tmp_path, stand_ins):
+    from lobsweep.training.bundle import load_bundle
+    from lobsweep.tuning import run_sweep
+    from lobsweep.tuning.leaderboard import load_leaderboard
+    run_dir = str(tmp_path / "runs")
+    out = run_sweep(data_dir, ["gru"], name="rec", run_dir=run_dir, num_samples=4, max_epochs=2, grace_period=2,
+                    spaces={"gru": TINY}, max_concurrent=2, seed=0, track=False)
+    recs = out["records"]
+    assert len(recs) == 4 and all(r["status"] == "completed" for r in recs)
+    # the recipes are the searcher's first trials, and each ran with its full config (the bundle says so)
+    tagged = sorted((r for r in recs if r.get("recipe")), key=lambda r: r["recipe"])
+    assert [r["recipe"] for r in tagged] == ["tiny-pearson", "tiny-wmse"]
+    first = [{k: decode_value(v) for k, v in t.params.items()} for t in _study(out["sweep_dir"], "gru").trials[:2]]
+    assert first == [{k: v for k, v in _cfg(r).items() if k != "family"} for r in tagged]   # in definition order
+    for r in tagged:
+        want = recipes_mod.get_recipe(r["recipe"])
+        spec = load_bundle(r["bundle"]).spec
+        assert {k: spec["config"][k] for k in want["model"]} == want["model"]
+        got_train = {k: spec["train_config"][k] for k in want["train"] if k != "epochs"}
+        assert got_train == {k: v for k, v in want["train"].items() if k != "epochs"}
+    board = load_leaderboard(out["sweep_dir"])
+    best_recipe = max(r["metrics"]["final_tune_mean"] for r in tagged)
+    assert board["overall"][0]["tune_score"] >= best_recipe
+    meta = json.load(open(os.path.join(out["sweep_dir"], "sweep.json")))
+    assert [p["recipe"] for p in meta["recipe_points"]] == ["tiny-pearson", "tiny-wmse"]
+
+    # extend: 3 more trials, layers fixed to 1; nothing reruns, the searcher knows the 4 trials that fit
+    before = {r["trial_id"]: r["metrics"]["final_tune_mean"] for r in recs}
+    ext = run_sweep(None, None, extend="rec", num_samples=3, set_space=["model.layers=[1]"], run_dir=run_dir)
+    new = [r for r in ext["records"] if r["trial_id"] not in before]
+    old = [r for r in ext["records"] if r["trial_id"] in before]
+    assert len(new) == 3 and len(old) == 4 and len(ext["records"]) == 7
+    assert {r["trial_id"]: r["metrics"]["final_tune_mean"] for r in old} == before
+    assert all(_cfg(r)["model.layers"] == 1 and r["experiment"] == "gru.ext1" for r in new)
+    assert len(glob.glob(os.path.join(out["sweep_dir"], "ray", "gru", "*", "result.json"))) == 4
+    fits = sum(_cfg(r)["model.layers"] == 1 for r in recs)        # only these fit the narrowed space
+    study = _study(out["sweep_dir"], "gru.ext1")
+    assert len(study.trials) == fits + 3
+    assert sorted(t.value for t in study.trials[:fits]) == sorted(
+        r["metrics"]["tune_mean"] for r in recs if _cfg(r)["model.layers"] == 1)
+    board2 = load_leaderboard(ext["sweep_dir"])
+    assert board2["counts"]["gru"]["total"] == 7
+    assert board2["overall"][0]["tune_score"] >= board["overall"][0]["tune_score"]
+    rc = main(["sweep", "--extend", "rec", "--set-space", "model.heads=[2]", "--run-dir", run_dir])
+    assert rc == 2                                      # gru has no heads field: refused, nothing appended
+    assert len(json.load(open(os.path.join(out["sweep_dir"], "sweep.json")))["extensions"]) == 1
+
+
+def test_asha_never_stops_a_recipe_trial_but_records_its_score():
+    """The same poor score at rung 1: an ordinary trial is stopped, the recipe trial continues."""
+    from types import SimpleNamespace
+    from ray.tune.schedulers import TrialScheduler
+    from lobsweep.tuning.schedulers import KeepPointsASHA
+    recipe = {"model.hidden": 12, "train.target_weights": [1.0, 0.5]}
+    sched = KeepPointsASHA([recipe], time_attr="training_iteration", max_t=9, grace_period=1, reduction_factor=3)
+    sched.set_search_properties("tune_mean", "max")
+    trials = {name: SimpleNamespace(trial_id=name, config=cfg) for name, cfg in (
+        ("good1", {"model.hidden": 40}), ("good2", {"model.hidden": 41}),
+        ("plain", {"model.hidden": 12, "train.target_weights": "json:[1.0, 1.0]"}),
+        ("recipe", {"model.hidden": 12, "train.target_weights": "json:[1.0, 0.5]", "family": "gru"}))}
+    for t in trials.values():
+        sched.on_trial_add(None, t)
+    act = {n: sched.on_trial_result(None, t, {"training_iteration": 1, "tune_mean": s})
+           for (n, t), s in zip(trials.items(), (0.30, 0.31, 0.01, 0.01))}
+    assert act["plain"] == TrialScheduler.STOP and act["recipe"] == TrialScheduler.CONTINUE
+    end = sched.on_trial_result(None, trials["recipe"], {"training_iteration": 9, "tune_mean": 0.02})
+    assert end == TrialScheduler.STOP                   # at max_t a recipe ends like any trial
