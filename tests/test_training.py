@@ -275,3 +275,27 @@ def test_train_recipe_cli_trains_the_recipe_and_flags_still_override(tiny_data, 
     res = cli("recipes")
     assert res.returncode == 0 and all(n in res.stdout for n in ("organiser-baseline", "pearson-gru-4x128",
                                                                   "default-ssm"))
+
+
+def test_batches_gathered_from_host_memory_train_exactly_like_resident_data():
+    runs = {}
+    for placement in ("auto", "never"):
+        cfg = TrainConfig(epochs=2, batch_size=2, lr=1e-2, patience=5, data_on_device=placement)
+        trainer = Trainer(tiny_model(), cfg, tiny_split(), tiny_split(seed=1), seed=3)
+        assert trainer.resident is (placement == "auto")
+        runs[placement] = fit(tiny_model(), cfg, tiny_split(), tiny_split(seed=1), seed=3)
+    strip = lambda r: [{k: v for k, v in h.items() if k != "seconds"} for h in r.history]   # noqa: E731
+    assert strip(runs["auto"]) == strip(runs["never"])
+
+
+def test_time_limit_starts_no_epoch_that_would_end_past_it():
+    unlimited = fit(tiny_model(), TrainConfig(epochs=4, batch_size=2, patience=9), tiny_split(), tiny_split(seed=1))
+    assert len(unlimited.history) == 4
+    one_epoch = sum(h["seconds"] for h in unlimited.history) / 4
+    limited = fit(tiny_model(), TrainConfig(epochs=4, batch_size=2, patience=9, time_limit_s=1.5 * one_epoch),
+                  tiny_split(), tiny_split(seed=1))
+    assert 1 <= len(limited.history) < 4
+    with pytest.raises(UserError, match="time_limit_s"):
+        TrainConfig(time_limit_s=-1).check()
+    with pytest.raises(UserError, match="data_on_device"):
+        TrainConfig(data_on_device="gpu").check()

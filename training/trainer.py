@@ -68,6 +68,9 @@ class TrainConfig:
     amp: str = "auto"                 # CUDA only: bf16 where supported, else fp16
     eval_batch_size: int = 64
     device: str = "auto"
+    time_limit_s: float = 0.0         # wall-clock budget: no epoch starts that would end past it (0 = none)
+    data_on_device: str = "auto"      # fit arrays on the GPU: auto (when they take <= 1/4 of free memory),
+    #                                   always, or never (batches are gathered on the host and copied over)
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "TrainConfig":
@@ -100,6 +103,10 @@ class TrainConfig:
         need(0.0 <= float(self.ema_decay) < 1.0, f"ema_decay must be in [0, 1), got {self.ema_decay}")
         need(int(self.plateau_patience) >= 0, f"plateau_patience must be >= 0, got {self.plateau_patience}")
         need(0.0 < float(self.plateau_factor) < 1.0, f"plateau_factor must be in (0, 1), got {self.plateau_factor}")
+        need(math.isfinite(float(self.time_limit_s)) and float(self.time_limit_s) >= 0,
+             f"time_limit_s must be >= 0 seconds (0 = no limit), got {self.time_limit_s}")
+        need(self.data_on_device in DATA_PLACEMENTS,
+             f"data_on_device must be one of {DATA_PLACEMENTS}, got {self.data_on_device!r}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -161,6 +168,24 @@ def predict(model: nn.Module, X: np.ndarray, batch_size: int = 64, device=None, 
     return out
 
 
+DATA_PLACEMENTS = ("auto", "always", "never")
+
+
+def data_fits_device(split: Split, device: torch.device, placement: str = "auto") -> bool:
+    """Whether the fit arrays live on ``device`` (never: batches are gathered from host memory).
+
+    auto: on the CPU always; on a GPU when they take at most a quarter of its free memory,
+    leaving room for activations and for the other trials sharing it.
+    """
+    if placement == "never":
+        return False
+    if device.type != "cuda" or placement == "always":
+        return True
+    need = sum(np.asarray(a).nbytes for a in (split.X, split.Y, split.mask))
+    free, _ = torch.cuda.mem_get_info(device)
+    return need <= free / 4
+
+
 class Trainer:
     """Epoch-at-a-time training with early stopping on the tune split."""
 
@@ -176,8 +201,14 @@ class Trainer:
         self.train_split, self.tune_split, self.report_split = train, tune, report
         self.loss_fn = make_loss(cfg.loss, target_weights=cfg.target_weights,
                                  huber_delta=cfg.huber_delta, pearson_coef=cfg.pearson_coef)
-        # The train arrays become tensors once; a batch is an index gather.
-        self.Xt, self.Yt, self.Mt = (_tensor(a, self.device) for a in (train.X, train.Y, train.mask))
+        # The train arrays become tensors once; a batch is an index gather, on the device when the
+        # arrays fit there, else on the host (pinned) and copied over batch by batch.
+        self.resident = data_fits_device(train, self.device, cfg.data_on_device)
+        home = self.device if self.resident else torch.device("cpu")
+        self.Xt, self.Yt, self.Mt = (_tensor(a, home) for a in (train.X, train.Y, train.mask))
+        if not self.resident and self.device.type == "cuda":
+            self.Xt, self.Yt, self.Mt = (t.pin_memory() for t in (self.Xt, self.Yt, self.Mt))
+        self.started = time.perf_counter()
         self.steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         total = self.steps_per_epoch * cfg.epochs
@@ -210,7 +241,7 @@ class Trainer:
         for s in range(0, len(order), self.cfg.batch_size):
             idx = order[s:s + self.cfg.batch_size]
             start = int(rng.integers(0, T - L + 1)) if L < T else 0
-            yield torch.as_tensor(idx, device=self.device), start, L
+            yield torch.as_tensor(idx, device=self.Xt.device), start, L
 
     def _train_epoch(self) -> float:
         self.model.train()
@@ -222,9 +253,10 @@ class Trainer:
             batches = tqdm(batches, total=self.steps_per_epoch, leave=False, file=sys.stderr,
                            desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}")
         for idx, start, L in batches:
-            xb = self.Xt[idx, start:start + L]
-            yb = self.Yt[idx, start:start + L]
-            mb = self.Mt[idx, start:start + L].clone()
+            xb, yb, mb = (t[idx, start:start + L] for t in (self.Xt, self.Yt, self.Mt))
+            if not self.resident:
+                xb, yb, mb = (t.to(self.device, non_blocking=True) for t in (xb, yb, mb))
+            mb = mb.clone()
             if L < self.Xt.shape[1] and self.cfg.burn_in:
                 mb[:, : self.cfg.burn_in] = False
             if not bool(mb.any()):
@@ -291,6 +323,10 @@ class Trainer:
     def done(self) -> bool:
         if self.epoch >= self.cfg.epochs:
             return True
+        if self.cfg.time_limit_s and self.epoch:          # would the next epoch end past the limit?
+            elapsed = time.perf_counter() - self.started
+            if elapsed + elapsed / self.epoch > float(self.cfg.time_limit_s):
+                return True
         if self.epoch == 0 or self.cfg.swa_epochs:
             return False
         return self.epoch - self.best_epoch >= self.cfg.patience
