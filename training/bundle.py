@@ -6,6 +6,9 @@ A bundle is a directory:
                     data fingerprints and split, training config, history, metrics
     valid_pred.npy  float32 [rows, 2]: predictions for every need-prediction row of the
                     valid file (tune and report roles), in file order
+    tune_pred.npy   float32 [rows, 2], only with tune_from="train": predictions for the
+                    need-prediction rows of the tune sequences carved out of train
+                    (sequence order of ``split_roles``), which the ensemble selects on
 
 Bundles are written atomically (a temp dir renamed into place), so a crashed
 run never leaves a half bundle that a later ensemble would pick up. Bundles
@@ -69,8 +72,13 @@ def load_weights(path: str) -> dict:
     return sd
 
 
-def save_bundle(out_dir: str, model, spec: dict, valid_pred: np.ndarray) -> str:
-    """Write a bundle atomically; an existing bundle at ``out_dir`` is replaced."""
+def save_bundle(out_dir: str, model, spec: dict, valid_pred: np.ndarray,
+                arrays: dict[str, np.ndarray] | None = None, state_dict: dict | None = None) -> str:
+    """Write a bundle atomically; an existing bundle at ``out_dir`` is replaced.
+
+    ``arrays`` adds named float32 prediction arrays (``<name>.npy``);
+    ``state_dict`` replaces ``model.state_dict()`` (a bagged member's K sets).
+    """
     spec = {"format": FORMAT, **spec}
     missing = [k for k in REQUIRED_SPEC_KEYS if k not in spec]
     if missing:
@@ -80,10 +88,13 @@ def save_bundle(out_dir: str, model, spec: dict, valid_pred: np.ndarray) -> str:
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".bundle-", dir=parent)
     try:
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, os.path.join(tmp, "weights.pt"))
+        sd = model.state_dict() if state_dict is None else state_dict
+        torch.save({k: v.detach().cpu() for k, v in sd.items()}, os.path.join(tmp, "weights.pt"))
         with open(os.path.join(tmp, "spec.json"), "w") as f:
             json.dump(spec, f, indent=1, default=_json_default)
         np.save(os.path.join(tmp, "valid_pred.npy"), np.asarray(valid_pred, dtype=np.float32))
+        for name, arr in (arrays or {}).items():
+            np.save(os.path.join(tmp, name + ".npy"), np.asarray(arr))
         if os.path.exists(out_dir):
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
@@ -120,18 +131,23 @@ def read_spec(path: str) -> dict:
     return spec
 
 
-def load_bundle(path: str) -> Bundle:
-    spec = read_spec(path)
-    pred_path = os.path.join(path, "valid_pred.npy")
+def load_pred(path: str, name: str = "valid_pred") -> np.ndarray:
+    """A bundle's prediction array ``<name>.npy``, checked to be finite ``[rows, 2]``."""
+    pred_path = os.path.join(path, name + ".npy")
     if not os.path.exists(pred_path):
-        raise BundleError(f"{path}: no valid_pred.npy")
+        raise BundleError(f"{path}: no {name}.npy")
     try:
         pred = np.load(pred_path, allow_pickle=False)
     except ValueError:
         raise BundleError(f"{pred_path}: not a plain numeric .npy array") from None
     if pred.ndim != 2 or pred.shape[1] != 2 or not np.isfinite(pred).all():
         raise BundleError(f"{pred_path}: must be a finite float array [rows, 2], got shape {pred.shape}")
-    return Bundle(path=os.path.abspath(path), spec=spec, valid_pred=pred)
+    return pred
+
+
+def load_bundle(path: str) -> Bundle:
+    spec = read_spec(path)
+    return Bundle(path=os.path.abspath(path), spec=spec, valid_pred=load_pred(path))
 
 
 def validate_bundle(path: str, valid_fingerprint: str | None = None, n_valid_rows: int | None = None) -> Bundle:

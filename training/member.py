@@ -84,9 +84,12 @@ def train_member(data_dir: str, family: str, out_dir: str, *, hparams: dict | No
     model = model.cpu().eval()
     P = predict(model, prep.valid_X, cfg.eval_batch_size, "cpu")
     valid_pred = P[prep.valid_mask]
+    arrays = {}
+    if prep.info["split"]["tune_from"] == "train":      # the tune rows live in train: keep their predictions
+        arrays["tune_pred"] = predict(model, prep.tune.X, cfg.eval_batch_size, "cpu")[prep.tune.mask]
     metrics = member_metrics(res, prep, count_params(model))
     spec = build_spec(family, model, model_config_dict(model), cfg, prep, seed, res, metrics, extra_spec)
-    save_bundle(out_dir, model, spec, valid_pred)
+    save_bundle(out_dir, model, spec, valid_pred, arrays)
     bundle = load_bundle(out_dir)
     if tracking:
         log_member(bundle, tracking)
