@@ -10,7 +10,10 @@ the bundles' specs (DESIGN.md, "Honest evaluation"):
                                  carved out of train); report on all of valid
     bagged members (all, same    select on ``oof_pred.npy``: out-of-fold rows of
     fold assignment)             the whole pool (train + the valid tune role);
-                                 report on the valid report role
+                                 report on the valid report role (K-model
+                                 averages); a final fit has no honest report
+Bagged and plain members are not mixed: a bag has no out-of-fold rows on
+the tune role alone that a plain member could be compared with.
 
 Targets always come from the data files, never from a bundle. Sequence ids
 (``groups``) are made unique across files: valid sequences are offset by the
@@ -60,18 +63,17 @@ def _same(members: list[Bundle], key, what: str) -> object:
 
 def selection_rows(members: list[Bundle], valid: LobData, split: dict, data_dir: str) -> SelectionRows:
     """The selection and report arrays for ``members`` (see the module docstring)."""
-    bagged = [m for m in members if m.spec.get("bag")]
+    bagged = [m.name for m in members if m.spec.get("bag")]
     if bagged and len(bagged) == len(members):
         return _oof_rows(members, valid, data_dir)
+    if bagged:      # a bag's valid_pred on tune rows is its K-model average: in-sample, not comparable
+        raise UserError(f"bagged members ({', '.join(bagged[:3])}) cannot be ensembled with plain ones: bags select "
+                        "on out-of-fold pool rows, plain members on the tune role; ensemble them separately")
     tune_from = _same(members, lambda m: m.spec["data"]["split"].get("tune_from", "valid"), "tune_from")
     if tune_from == "train":
         return _train_tune_rows(members, valid, split, data_dir)
-    # plain members, or a mix of plain and bagged ones: the valid tune rows (a bagged member's
-    # valid_pred holds its out-of-fold predictions there, so it is as honest as a plain member's)
     tune_idx, _ = split_roles(valid.seq_ix, split["tune_frac"], split["seed"])
     seq_of_row, is_tune = row_roles(valid.mask, tune_idx)
-    if any(m.spec.get("bag", {}).get("final") for m in members):
-        raise UserError("a final-fit bagged member saw the report split; ensemble it only with bagged members")
     Y = valid.Y[valid.mask]
     P = np.stack([m.valid_pred for m in members], axis=1)                 # [rows, M, 2]
     return SelectionRows(P[is_tune], Y[is_tune], seq_of_row[is_tune], P[~is_tune], Y[~is_tune],

@@ -10,6 +10,9 @@ A bundle is a directory:
                     need-prediction rows of the tune sequences carved out of train
                     (sequence order of ``split_roles``), which the ensemble selects on
 
+A bagged member (``bagging.py``) holds K fold models' state_dicts in the one
+``weights.pt`` under ``fold<k>.`` prefixes, plus ``oof_pred.npy`` and ``folds.npy``.
+
 Bundles are written atomically (a temp dir renamed into place), so a crashed
 run never leaves a half bundle that a later ensemble would pick up. Bundles
 trained elsewhere are accepted when ``validate_bundle`` passes.
@@ -46,15 +49,34 @@ class Bundle:
     def name(self) -> str:
         return os.path.basename(os.path.normpath(self.path))
 
+    @property
+    def n_models(self) -> int:
+        """1, or K for a bagged member (``bagging.py``)."""
+        return int(self.spec.get("bag", {}).get("k", 1))
+
     def state_dict(self) -> dict:
         return load_weights(os.path.join(self.path, "weights.pt"))
 
-    def build_model(self):
-        """The model with its weights, in eval mode (float32, CPU)."""
+    def state_dicts(self) -> list[dict]:
+        """One state_dict per model: ``[state_dict()]``, or a bagged member's K fold sets."""
+        if "bag" not in self.spec:
+            return [self.state_dict()]
+        from .bagging import split_sets
+        return split_sets(self.state_dict(), self.n_models)
+
+    def build_model(self, fold: int = 0):
+        """The model with its weights (fold ``fold`` of a bagged member), in eval mode (float32, CPU)."""
+        return self.build_models()[fold] if "bag" in self.spec else self.build_models()[0]
+
+    def build_models(self) -> list:
+        """Every model of the bundle, weights loaded, in eval mode."""
         from ..models import create_model
-        model = create_model(self.spec["family"], **self.spec["config"])
-        model.load_state_dict(self.state_dict())
-        return model.eval()
+        out = []
+        for sd in self.state_dicts():
+            model = create_model(self.spec["family"], **self.spec["config"])
+            model.load_state_dict(sd)
+            out.append(model.eval())
+        return out
 
     def pipeline(self):
         from ..features import FeaturePipeline
@@ -163,7 +185,7 @@ def validate_bundle(path: str, valid_fingerprint: str | None = None, n_valid_row
     if n_valid_rows is not None and b.valid_pred.shape[0] != n_valid_rows:
         raise BundleError(f"{path}: valid_pred has {b.valid_pred.shape[0]} rows; the valid file has {n_valid_rows}")
     try:
-        b.build_model()
+        b.build_models()
         b.pipeline()
     except UserError as exc:
         raise BundleError(f"{path}: {exc}") from None

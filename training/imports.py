@@ -3,7 +3,9 @@
 Each bundle is validated on its own (spec, weights loadable with
 ``weights_only=True`` into the model its spec describes, predictions covering
 exactly the valid file it claims, and that file's fingerprint matching the
-local valid data). Valid bundles are copied into ``<run_dir>/checkpoints/imported/``
+local valid data). A bagged member (k-fold, ``bagging.py``) must also have
+been trained on the local train file with the fold assignment its K and fold
+seed give on this data, else it is rejected saying what differs. Valid bundles are copied into ``<run_dir>/checkpoints/imported/``
 and logged as runs of the ``retrain`` experiment (stage tag ``imported``), so
 leaderboards and ``--from-mlflow retrain`` see them. Bad ones are rejected
 with one reason each and leave no trace. Finally a Prefect event tells the
@@ -45,9 +47,14 @@ def import_checkpoints(src: str, data_dir: str, *, run_dir: str | None = None, t
     dest_root = os.path.join(pool_dir(run_dir), "imported")
     os.makedirs(dest_root, exist_ok=True)
     accepted, rejected = [], []
+    train = None
     for path in found:
         try:
-            validate_bundle(path, valid.fingerprint, n_rows)
+            b = validate_bundle(path, valid.fingerprint, n_rows)
+            if "bag" in b.spec:                 # a bagged member: its folds must be this pool's
+                from .bagging import check_fold_assignment
+                train = train or _train_file(data_dir)
+                check_fold_assignment(path, train, valid)
         except BundleError as exc:
             rejected.append({"bundle": path, "reason": str(exc)})
             continue
@@ -71,6 +78,13 @@ def import_checkpoints(src: str, data_dir: str, *, run_dir: str | None = None, t
     if emit and accepted:
         event = announce(pool_dir(run_dir), data_dir, [a["bundle"] for a in accepted])
     return {"accepted": accepted, "rejected": rejected, "pool": pool_dir(run_dir), "event": event}
+
+
+def _train_file(data_dir: str):
+    path = data_paths(data_dir)["train"]
+    if not os.path.exists(path):
+        raise UserError(f"--data {data_dir}: no train.parquet to check bagged members' fold assignment against")
+    return load(path)
 
 
 def announce(pool: str, data_dir: str, bundles: list[str]) -> str | None:

@@ -124,9 +124,10 @@ def predict_bundle(bundle_dir: str, data_path: str) -> np.ndarray:
     b = load_bundle(bundle_dir)
     data = load(data_path, require_targets=False)
     pipe = b.pipeline()
-    model = b.build_model()
     batch = int(b.spec.get("train_config", {}).get("eval_batch_size", 64))
-    P = predict(model, pipe.transform(data.X), batch, "cpu")
+    X = pipe.transform(data.X)
+    models = b.build_models()                                # K fold models of a bagged member: averaged
+    P = sum(predict(m, X, batch, "cpu") for m in models) / len(models)
     return P[data.mask]
 
 
