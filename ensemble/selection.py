@@ -247,7 +247,10 @@ def select_ensemble(P_tune, Y_tune, groups_tune, P_report, Y_report, groups_repo
     e.g. ``{"greedy": {"rounds": 30}, "weighted": {"shrinkage": 0.5}}``. The
     best single member (chosen on tune) is reported beside them as
     "best_single" but is not a candidate. A post-scale is used by a fitted
-    method only when it raises that method's cross-fitted tune score.
+    method only when it raises that method's cross-fitted tune score. The
+    best fitted method replaces uniform only when its tune gain clears its
+    noise (``tune_gain``, lower 90% bound > 0). Nothing here reads the report
+    arrays except to score the finished choices.
     """
     P_tune, Y_tune = check_inputs(P_tune, Y_tune)
     P_report, Y_report = check_inputs(P_report, Y_report)

@@ -206,8 +206,10 @@ def package(members: list[str], out_zip: str, weights: np.ndarray | None = None,
                 "valid_fingerprint": b.spec.get("data", {}).get("valid_fingerprint"),
                 **({"fold": j, "bag_k": b.n_models} if j >= 0 else {})}
                for i, (n, b, m, j) in enumerate(zip(names, bundles, layout, folds))]
+    note = next((b.spec.get("note", "final fit: no honest score") for b in bundles      # a final fit saw report
+                 if b.spec.get("bag", {}).get("final")), None)
     manifest = {"format": FORMAT, "members": entries, "pipelines": pipelines,
-                "weights": w.tolist(), "post_scale": scale.tolist()}
+                "weights": w.tolist(), "post_scale": scale.tolist(), **({"note": note} if note else {})}
 
     out_zip = os.path.abspath(str(out_zip))
     out_dir = os.path.dirname(out_zip)
@@ -240,7 +242,7 @@ def package(members: list[str], out_zip: str, weights: np.ndarray | None = None,
         families[m["family"]] = families.get(m["family"], 0) + 1
     return {"path": out_zip, "bytes": total, "n_members": n_members, "n_models": len(bundles), "families": families,
             "n_pipelines": len(pipelines), "member_bytes": dict(zip(names, sizes)), "skipped": skipped,
-            "weights": w.tolist(), "post_scale": scale.tolist()}
+            "weights": w.tolist(), "post_scale": scale.tolist(), **({"note": note} if note else {})}
 
 
 def read_ensemble_spec(spec_path: str) -> tuple[list[str], np.ndarray | None, tuple[float, float]]:

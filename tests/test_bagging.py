@@ -137,6 +137,9 @@ def test_final_fit_says_it_has_no_honest_score(bags, tmp_path):
     s = run_ensemble(checkpoints=str(tmp_path / "final"), run_dir=str(tmp_path / "runs"), n_boot=20,
                      use_mlflow=False)
     assert s["spec"]["honest_report"] is False and "not an honest score" in format_table(s["spec"])
+    from lobsweep.submission.package import package_from_spec, read_manifest
+    info = package_from_spec(s["spec_path"], str(tmp_path / "final.zip"))
+    assert "no honest score" in info["note"] and "no honest score" in read_manifest(info["path"])["note"]
 
 
 def test_import_checkpoints_checks_the_fold_assignment(bags, tmp_path, cli):
@@ -176,3 +179,26 @@ def test_synth_valid_shift_moves_valid_only(tmp_path):
     with pytest.raises(UserError, match="valid_shift"):
         write_dataset(tmp_path / "c", n_train=6, n_valid=6, valid_shift=1.5)
     assert not os.path.exists(tmp_path / "c")
+
+
+def test_retrain_with_folds_bags_the_leaderboard_configs(bags, tmp_path):
+    """``run_retrain(..., folds=K)`` (what `lobsweep retrain --folds` and the flows call) makes one bag per job."""
+    from lobsweep.training.retrain import run_retrain
+    from lobsweep.tuning.leaderboard import build_leaderboard, write_leaderboard
+    board = build_leaderboard([{"status": "completed", "bundle": bags["plain"], "trial_id": "t0", "family": "gru"}],
+                              "sw", top_k=1)
+    board["families"]["gru"][0]["train_config"] = {**board["families"]["gru"][0]["train_config"], **CFG}
+    os.makedirs(tmp_path / "sw")
+    write_leaderboard(str(tmp_path / "sw" / "leaderboard.json"), board)
+    s = run_retrain(str(tmp_path / "sw"), top_k=1, seeds=1, folds=K, run_dir=str(tmp_path / "runs"), use_mlflow=False)
+    assert len(s["bundles"]) == 1 and s["folds"] == K and not s["failed"]
+    b = load_bundle(s["bundles"][0])
+    assert b.n_models == K and b.spec["parent_trial"] == "t0" and b.spec["config"]["hidden"] == HP["hidden"]
+
+
+def test_profiles_take_folds():
+    from lobsweep.flows.profiles import resolve
+    assert "folds" not in resolve("demo").retrain                  # plain seeds unless asked
+    assert resolve("demo", folds=5).retrain["folds"] == 5
+    with pytest.raises(UserError, match="folds"):
+        resolve("demo", folds=1)
