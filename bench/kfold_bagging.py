@@ -46,7 +46,10 @@ from lobsweep.ensemble.selection import tune_gain  # noqa: E402
 from lobsweep.ensemble.stage import run_ensemble  # noqa: E402
 from lobsweep.submission.cost import time_engine  # noqa: E402
 from lobsweep.submission.package import engine_from_bundles, offline_predictions  # noqa: E402
+from lobsweep.features import FeaturePipeline  # noqa: E402
+from lobsweep.models import create_model  # noqa: E402
 from lobsweep.training.bagging import train_bagged_member  # noqa: E402
+from lobsweep.training.bundle import save_bundle  # noqa: E402
 from lobsweep.training.member import train_member  # noqa: E402
 
 HP = {"hidden": 32, "layers": 1}
@@ -117,6 +120,33 @@ def fmt(r: dict, k: int) -> list[str]:
     return out
 
 
+def default_size_cost(root: str, k: int, n_members: int = 2) -> list[str]:
+    """Engine cost of ``n_members`` plain default GRUs (2 layers, h=128) vs ``n_members`` bags of K
+    such models: random weights (the cost does not depend on them), saved as real bundles."""
+    pipe = FeaturePipeline.from_spec({})
+    pipe.fit(np.random.default_rng(0).standard_normal((2, 200, 32)).astype(np.float32))
+    features = json.loads(pipe.to_json())
+    plain, bags = [], []
+    for i in range(n_members):
+        models = []
+        for j in range(k):
+            torch.manual_seed(100 * i + j)
+            models.append(create_model("gru", n_features=pipe.n_features_out))
+        spec = {"family": "gru", "config": dict(vars(models[0].config)), "features": features, "seed": i,
+                "data": {}, "metrics": {}}
+        plain.append(save_bundle(os.path.join(root, f"plain{i}"), models[0], spec, np.zeros((1, 2))))
+        sets = {f"fold{j}.{n}": v for j, m in enumerate(models) for n, v in m.state_dict().items()}
+        bags.append(save_bundle(os.path.join(root, f"bag{i}"), models[0], {**spec, "bag": {"k": k}},
+                                np.zeros((1, 2)), state_dict=sets))
+    a, b = time_side_by_side([engine_from_bundles(plain), engine_from_bundles(bags)])
+    return ["", f"Default-size members (GRU 2 layers, h=128, random weights), {n_members} members, same timing:", "",
+            "| ensemble | models in the engine | ms/step (models) |", "|---|---|---|",
+            f"| train-only | {n_members} | {a['ms_per_step']:.3f} ({a['model_ms']:.3f}) |",
+            f"| bagged K={k} | {n_members * k} | {b['ms_per_step']:.3f} ({b['model_ms']:.3f}) |",
+            f"| ratio | x{k} | x{b['ms_per_step'] / a['ms_per_step']:.2f} "
+            f"(x{b['model_ms'] / max(a['model_ms'], 1e-9):.2f}) |"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "kfold_bagging.md"))
@@ -127,8 +157,16 @@ def main() -> None:
     ap.add_argument("--shift", type=float, default=0.6)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--append", action="store_true", help="add this run's table to --out")
+    ap.add_argument("--cost-only", action="store_true", help="only the default-size engine cost table")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.cost_only:
+        with tempfile.TemporaryDirectory() as root:
+            text = "\n".join(default_size_cost(root, args.k)) + "\n"
+        print(text)
+        with open(args.out, "a") as f:
+            f.write(text)
+        return
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as root:
         results = [run_variant(root, "default", 0.0, args), run_variant(root, f"valid-shift {args.shift}", args.shift, args)]
