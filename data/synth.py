@@ -45,6 +45,7 @@ PSI_PHI = 0.5 ** (1.0 / 40.0)       # meta-order flow persistence (half-life 40 
 MAX_TRADES = 4
 MIN_PRICE = 0.2                     # sequences are shifted up so every price stays above this
 ID_SPREAD = 4                       # ids of n sequences are drawn from a range 4n wide
+SHIFT_LOG_SIGMA = 0.7               # --valid-shift: the shifted regime's log-volatility offset (x2)
 
 
 def _ar1(rng: np.random.Generator, n: int, T: int, phi: np.ndarray) -> np.ndarray:
@@ -67,14 +68,22 @@ def _levels(rng: np.random.Generator, best: np.ndarray, direction: int) -> np.nd
 
 
 def simulate_book(rng: np.random.Generator, n: int, T: int, u_phi: float = U_PHI,
-                  psi_phi: float = PSI_PHI) -> tuple[np.ndarray, np.ndarray]:
+                  psi_phi: float = PSI_PHI, regime_shift: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Simulate ``n`` sequences of ``T`` snapshots (latent drivers with persistence u_phi, psi_phi).
+
+    ``regime_shift`` in [0, 1] is the share of sequences drawn from a shifted
+    regime (volatility x e^SHIFT_LOG_SIGMA, thinner books); 0 draws nothing
+    extra, so the default data is unchanged.
 
     Returns features float32 ``[n, T, 32]`` in contract order and the latent
     volatility regime ``sigma [n]`` (used only to scale the target noise).
     """
     sigma = np.exp(rng.normal(0.0, 0.45, n))
     vscale = np.exp(rng.normal(0.0, 0.3, n))
+    if regime_shift > 0:
+        shifted = rng.random(n) < regime_shift
+        sigma = np.where(shifted, sigma * np.exp(SHIFT_LOG_SIGMA), sigma)
+        vscale = np.where(shifted, vscale * np.exp(-SHIFT_LOG_SIGMA), vscale)
     rate = 0.7 * np.exp(rng.normal(0.0, 0.3, n)) * np.sqrt(sigma)
     drivers = _ar1(rng, n, T, [u_phi, psi_phi])
     u, psi = drivers[..., 0], drivers[..., 1]
@@ -138,7 +147,8 @@ def _check_args(**ints: int) -> None:
 
 
 def generate(n_seq: int, seq_len: int = 1000, seed: int = 0,
-             seq_id_offset: int = 0, variant: str = "default") -> tuple[pd.DataFrame, pd.DataFrame]:
+             seq_id_offset: int = 0, variant: str = "default",
+             regime_shift: float = 0.0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``n_seq`` synthetic sequences of ``seq_len`` steps and their oracle.
 
     Returns ``(rows, oracle)``. ``rows`` has the 37 contract columns in order
@@ -153,7 +163,7 @@ def generate(n_seq: int, seq_len: int = 1000, seed: int = 0,
     v = get_variant(variant)
     rng = np.random.default_rng(seed)
     ids = seq_id_offset + rng.choice(ID_SPREAD * n_seq, size=n_seq, replace=False).astype(np.int64)
-    X, sigma = simulate_book(rng, n_seq, seq_len, v.u_phi, v.psi_phi)
+    X, sigma = simulate_book(rng, n_seq, seq_len, v.u_phi, v.psi_phi, regime_shift)
     oracle = planted_signal(X, variant)                                       # [n, T, 2] float64
     noise = rng.standard_t(NOISE_DF, size=oracle.shape) / np.sqrt(NOISE_DF / (NOISE_DF - 2.0))
     noise_sd = np.asarray(NOISE_SCALE) * ((1.0 + sigma) / SPREAD_REF)[:, None, None]
@@ -179,8 +189,12 @@ def split_seeds(seed: int) -> tuple[int, int]:
 
 
 def write_dataset(out_dir, n_train: int = 512, n_valid: int = 128, seq_len: int = 1000,
-                  seed: int = 0, variant: str = "default") -> dict:
+                  seed: int = 0, variant: str = "default", valid_shift: float = 0.0) -> dict:
     """Write train.parquet, valid.parquet, oracle_train.parquet and oracle_valid.parquet.
+
+    ``valid_shift`` in [0, 1]: the share of valid sequences drawn from a shifted
+    volatility/book-depth regime that train never has (a train/valid shift,
+    as between the real files); the oracle stays exact.
 
     Train and valid use different derived seeds and disjoint id ranges (valid
     ids start at ``4 * n_train``). All files are written under temporary names
@@ -193,6 +207,8 @@ def write_dataset(out_dir, n_train: int = 512, n_valid: int = 128, seq_len: int 
     start = time.perf_counter()
     _check_args(n_train=n_train, n_valid=n_valid, seq_len=seq_len, seed=seed)
     get_variant(variant)                                  # an unknown name: one line, nothing written
+    if not (isinstance(valid_shift, (int, float)) and 0.0 <= float(valid_shift) <= 1.0):
+        raise UserError(f"synthetic data: valid_shift must be a number in [0, 1], got {valid_shift!r}")
     if seq_len <= WARMUP:
         raise UserError(f"synthetic data: seq_len must be > {WARMUP} so some rows are scored, got {seq_len}")
     out_dir = os.fspath(out_dir)
@@ -201,7 +217,7 @@ def write_dataset(out_dir, n_train: int = 512, n_valid: int = 128, seq_len: int 
     train_seed, valid_seed = split_seeds(seed)
     train, oracle_train = generate(n_train, seq_len, train_seed, seq_id_offset=0, variant=variant)
     valid, oracle_valid = generate(n_valid, seq_len, valid_seed, seq_id_offset=ID_SPREAD * n_train,
-                                   variant=variant)
+                                   variant=variant, regime_shift=float(valid_shift))
     frames = {"train": train, "valid": valid, "oracle_train": oracle_train, "oracle_valid": oracle_valid}
 
     need = valid["need_prediction"].to_numpy()
@@ -212,7 +228,7 @@ def write_dataset(out_dir, n_train: int = 512, n_valid: int = 128, seq_len: int 
         "paths": paths,
         "n_rows": {name: int(len(df)) for name, df in frames.items() if not name.startswith("oracle")},
         "oracle_valid": scores,
-        "seeds": {"seed": seed, "train": train_seed, "valid": valid_seed},
+        "seeds": {"seed": seed, "train": train_seed, "valid": valid_seed}, "valid_shift": float(valid_shift),
         "variant": variant,
         "seconds": time.perf_counter() - start,
     }

@@ -3,10 +3,16 @@
 Roles (see DESIGN.md, "Honest evaluation"): every weight and every choice
 is fitted on the tune split; a method's tune score is cross-fitted over
 sequence-grouped folds so that fitted methods do not get credit for fitting
-noise; the report split is only scored, with a sequence bootstrap CI. The
-one use of report beyond scoring is the guard the design asks for: if the
-chosen fitted method does not beat the uniform average there, the report
-falls back to uniform and says so, so the user sees weights that overfit.
+noise. The report split is only scored, with a sequence bootstrap CI, and
+decides nothing: not the method, not the fallback to uniform.
+
+The fallback is decided on tune too. The fitted method with the best
+cross-fitted tune score is used only when its gain over uniform is larger
+than its noise: the lower bound of a paired sequence-bootstrap 90% CI of
+(fitted - uniform) on the cross-fitted tune predictions must be above 0
+(a one-sided 5% test). Otherwise uniform is used. Whatever is used is then
+reported on report as it is; when a used fitted method scores below
+uniform there, the report says so instead of switching.
 
 Shapes: ``P[N, M, 2]`` member predictions, ``Y[N, 2]`` targets,
 ``groups[N]`` sequence ids, ``W[M, 2]`` weights, ``scale[2]`` post-scale.
@@ -22,7 +28,7 @@ import numpy as np
 from lobsweep.data.metric import score
 from lobsweep.errors import UserError
 
-from .bootstrap import bootstrap_ci_per_target, member_scores
+from .bootstrap import bootstrap_ci_per_target, bootstrap_scores, member_scores
 from .methods import (
     blend,
     check_costs,
@@ -35,6 +41,7 @@ from .methods import (
 )
 
 METHODS = ("uniform", "greedy", "weighted")
+GAIN_CI = 0.90              # two-sided level of the tune-gain CI; its lower bound must be > 0
 
 
 def group_folds(groups, n_folds: int = 5, seed: int = 0) -> np.ndarray:
@@ -120,6 +127,7 @@ class MethodResult:
     report: dict                        # {"t0": (score, lo, hi), "t1": ..., "mean": ...}
     members: list[int]                  # distinct members with weight in either target
     cost: float | None                  # sum of their costs, None without costs
+    tune_pred: np.ndarray | None = field(default=None, repr=False)   # [N_tune, 2] cross-fitted blend
 
     def row(self) -> dict:
         mean, lo, hi = self.report["mean"]
@@ -135,8 +143,10 @@ class EnsembleReport:
 
     ``chosen`` is the method with the best cross-fitted tune score; ``used``
     is the method whose ``weights``/``scale`` are returned, equal to
-    ``chosen`` unless it did not beat uniform on report
-    (``fell_back_to_uniform``); ``reason`` says which happened, in words.
+    ``chosen`` unless its tune gain over uniform was within noise
+    (``fell_back_to_uniform``; ``tune_gain`` holds the gain and its CI);
+    ``reason`` says which happened, in words, and ``report_note`` says when
+    the used fitted method scores below uniform on report (kept regardless).
     """
 
     chosen: str
@@ -145,6 +155,8 @@ class EnsembleReport:
     reason: str
     results: list[MethodResult]
     budget: float | None = None
+    tune_gain: dict | None = None       # {"gain", "lo", "hi", "level"} of chosen - uniform on tune
+    report_note: str = ""
     weights: np.ndarray = field(init=False)
     scale: np.ndarray = field(init=False)
 
@@ -164,6 +176,7 @@ class EnsembleReport:
         weights, scale, members, cross-fitted tune score and report CIs."""
         return {"chosen": self.chosen, "used": self.used,
                 "fell_back_to_uniform": self.fell_back_to_uniform, "reason": self.reason,
+                "tune_gain": self.tune_gain, "report_note": self.report_note,
                 "budget": None if self.budget is None else float(self.budget), "table": self.table(),
                 "methods": {r.method: {"weights": r.weights.tolist(), "scale": r.scale.tolist(),
                                        "members": r.members, "tune_cv": r.tune_cv,
@@ -208,7 +221,20 @@ def _evaluate(name, fn, P_tune, Y_tune, g_tune, P_rep, Y_rep, g_rep, costs, *,
     rep = bootstrap_ci_per_target(Y_rep, blend(P_rep, W, scale), g_rep, n_boot=n_boot, seed=seed)
     members = [int(m) for m in np.nonzero(W.max(axis=1) > 0)[0]]
     cost = None if costs is None else float(costs[members].sum())
-    return MethodResult(name, W, scale, cv_scaled if use_scale else cv_raw, rep, members, cost)
+    return MethodResult(name, W, scale, cv_scaled if use_scale else cv_raw, rep, members, cost,
+                        scaled if use_scale else raw)
+
+
+def tune_gain(Y, pred, pred_ref, groups, n_boot: int = 200, seed: int = 0, level: float = GAIN_CI) -> dict:
+    """Gain in mean score of ``pred`` over ``pred_ref`` (both ``[N, 2]``) on
+    the same rows, with a paired sequence-bootstrap CI: both are scored on
+    the same resampled sequences (one seed gives one draw of counts)."""
+    point = score(Y, pred)["mean"] - score(Y, pred_ref)["mean"]
+    diff = (bootstrap_scores(Y, pred, groups, n_boot, seed)[:, 2]
+            - bootstrap_scores(Y, pred_ref, groups, n_boot, seed)[:, 2])
+    a = (1.0 - level) / 2
+    return {"gain": float(point), "lo": float(np.quantile(diff, a)), "hi": float(np.quantile(diff, 1 - a)),
+            "level": level}
 
 
 def select_ensemble(P_tune, Y_tune, groups_tune, P_report, Y_report, groups_report, *,
@@ -221,7 +247,10 @@ def select_ensemble(P_tune, Y_tune, groups_tune, P_report, Y_report, groups_repo
     e.g. ``{"greedy": {"rounds": 30}, "weighted": {"shrinkage": 0.5}}``. The
     best single member (chosen on tune) is reported beside them as
     "best_single" but is not a candidate. A post-scale is used by a fitted
-    method only when it raises that method's cross-fitted tune score.
+    method only when it raises that method's cross-fitted tune score. The
+    best fitted method replaces uniform only when its tune gain clears its
+    noise (``tune_gain``, lower 90% bound > 0). Nothing here reads the report
+    arrays except to score the finished choices.
     """
     P_tune, Y_tune = check_inputs(P_tune, Y_tune)
     P_report, Y_report = check_inputs(P_report, Y_report)
@@ -239,19 +268,34 @@ def select_ensemble(P_tune, Y_tune, groups_tune, P_report, Y_report, groups_repo
 
     candidates = [r for r in results if r.method in names]
     best = max(candidates, key=lambda r: r.tune_cv["mean"])
+    return _decide(best, results, Y_tune, groups_tune, n_boot, seed, budget)
+
+
+def _decide(best: MethodResult, results: list[MethodResult], Y_tune, groups_tune, n_boot, seed,
+            budget) -> EnsembleReport:
+    """Uniform or the best fitted method, from tune alone; report only described."""
     uni = results[0]
-    b_rep, u_rep = best.report["mean"][0], uni.report["mean"][0]
+    u_cv = uni.tune_cv["mean"]
+    gain = None
     if best.method == "uniform":
         used, fell_back = "uniform", False
-        reason = (f"uniform had the best cross-fitted tune score ({best.tune_cv['mean']:.4f}); "
-                  f"report {u_rep:.4f}")
-    elif b_rep > u_rep:
-        used, fell_back = best.method, False
-        reason = (f"{best.method} had the best cross-fitted tune score ({best.tune_cv['mean']:.4f} vs "
-                  f"uniform {uni.tune_cv['mean']:.4f}) and beats uniform on report ({b_rep:.4f} vs {u_rep:.4f})")
+        reason = f"uniform had the best cross-fitted tune score ({u_cv:.4f})"
     else:
-        used, fell_back = "uniform", True
-        reason = (f"{best.method} was chosen on tune ({best.tune_cv['mean']:.4f} cross-fitted vs uniform "
-                  f"{uni.tune_cv['mean']:.4f}) but scores {b_rep:.4f} on report, not above uniform's "
-                  f"{u_rep:.4f}: its fitted weights overfit the tune split, so the uniform average is used")
-    return EnsembleReport(best.method, used, fell_back, reason, results, budget=budget)
+        gain = tune_gain(Y_tune, best.tune_pred, uni.tune_pred, groups_tune, n_boot, seed)
+        ci = f"{100 * gain['level']:.0f}% CI [{gain['lo']:+.4f}, {gain['hi']:+.4f}]"
+        if gain["lo"] > 0:
+            used, fell_back = best.method, False
+            reason = (f"{best.method} had the best cross-fitted tune score ({best.tune_cv['mean']:.4f} vs "
+                      f"uniform {u_cv:.4f}); its gain {gain['gain']:+.4f} on tune ({ci}) is above its noise")
+        else:
+            used, fell_back = "uniform", True
+            reason = (f"{best.method} had the best cross-fitted tune score ({best.tune_cv['mean']:.4f} vs "
+                      f"uniform {u_cv:.4f}) but its gain {gain['gain']:+.4f} on tune ({ci}) is within noise, "
+                      "so the uniform average is used")
+    note = ""
+    used_rep = next(r for r in results if r.method == used).report["mean"][0]
+    if used != "uniform" and used_rep < uni.report["mean"][0]:
+        note = (f"{used} scores {used_rep:.4f} on report, below uniform's {uni.report['mean'][0]:.4f}; "
+                "kept because the choice is made on tune, never on report")
+    return EnsembleReport(best.method, used, fell_back, reason, results, budget=budget, tune_gain=gain,
+                          report_note=note)

@@ -6,10 +6,16 @@ alone whenever new bundles arrive, including bundles trained elsewhere.
 
     bundles -> validate (spec, weights_only, data fingerprint)
             -> member costs in the packaged engine (cached per bundle)
-            -> select_ensemble on tune rows, reported on report rows
+            -> select_ensemble on tune rows (or out-of-fold pool rows for
+               bagged members, see rows.py), reported on report rows
             -> ensemble spec JSON (what `lobsweep package` consumes)
             -> MLflow run: table, weights per target, member correlation,
-               registry version with alias "champion" if it beats the champion
+               registry version with alias "champion" if its tune score
+               (cross-fitted, or out-of-fold) beats the champion's
+
+The report split decides nothing here: not the method, not the fallback to
+uniform, not the champion alias. A final fit (bagged members that saw the
+report split) has no honest score, and the spec and table say so.
 """
 
 from __future__ import annotations
@@ -22,13 +28,15 @@ import numpy as np
 
 from ..data.loader import load, load_oracle
 from ..data.metric import score
-from ..data.splits import row_roles, split_roles
 from ..errors import UserError
 from ..training.bundle import BundleError, find_bundles, validate_bundle
+from .rows import selection_rows
 from .selection import budget_from_minutes, select_ensemble
 
 FORMAT = "lobsweep.ensemble/1"
 REGISTERED_MODEL = "lob-sweep-ensemble"
+NO_HONEST_SCORE = ("final fit: the report split was in the training pool, so these report numbers "
+                   "are not an honest score")
 
 
 def collect_bundles(checkpoints: str | None = None, from_mlflow: str | None = None,
@@ -99,27 +107,23 @@ def run_ensemble(*, checkpoints: str | None = None, from_mlflow: str | None = No
             rejected.append({"bundle": p, "reason": str(exc)})
     if not members:
         raise UserError(f"no usable bundle among {len(paths)}; first problem: {rejected[0]['reason']}")
-    if split.get("tune_from", "valid") != "valid":
-        raise UserError("these bundles tuned on train (tune_from=train); the ensemble stage selects on the "
-                        "valid file's tune role, so retrain with the default split")
-    tune_idx, report_idx = split_roles(valid.seq_ix, split["tune_frac"], split["seed"])
-    seq_of_row, is_tune = row_roles(valid.mask, tune_idx)
-    Y = valid.Y[valid.mask]
-    P = np.stack([m.valid_pred for m in members], axis=1)                 # [rows, M, 2]
+    rows = selection_rows(members, valid, split, data_dir)
     costs = np.array([member_cost_ms(m.path) for m in members])
     budget = budget_from_minutes(budget_minutes, n_seq=n_seq_test, safety=safety)
-    rep = select_ensemble(P[is_tune], Y[is_tune], seq_of_row[is_tune], P[~is_tune], Y[~is_tune],
-                          seq_of_row[~is_tune], costs=costs, budget=budget, methods=methods, seed=seed,
-                          n_boot=n_boot)
+    rep = select_ensemble(rows.P_tune, rows.Y_tune, rows.g_tune, rows.P_report, rows.Y_report, rows.g_report,
+                          costs=costs, budget=budget, methods=methods, seed=seed, n_boot=n_boot)
+    P = rows.P_report
     W = np.asarray(rep.weights)
     keep = np.flatnonzero(W.sum(axis=1) > 0)
     W_keep = W[keep] / W[keep].sum(axis=0, keepdims=True)
     used_row = next(r for r in rep.table() if r["method"] == rep.used)
-    oracle = _oracle_report(data_dir, valid, ~is_tune)
+    oracle = _oracle_report(data_dir, valid, rows.report_rows)
     spec = {"format": FORMAT, "members": [members[i].path for i in keep], "weights": W_keep.tolist(),
             "post_scale": [float(s) for s in np.asarray(rep.scale if rep.scale is not None else [1.0, 1.0])],
             "method": rep.used, "chosen": rep.chosen, "fell_back_to_uniform": rep.fell_back_to_uniform,
-            "reason": rep.reason, "report": used_row, "table": rep.table(),
+            "reason": rep.reason, "report_note": rep.report_note, "tune_gain": rep.tune_gain,
+            "selected_on": rows.selected_on, "tune_score": used_row["tune_cv_mean"],
+            "honest_report": rows.honest, "report": used_row, "table": rep.table(),
             "budget_ms_per_step": float(budget), "cost_ms_per_step": float(costs[keep].sum()),
             "budget_minutes": budget_minutes, "safety": safety, "rejected": rejected,
             "data": {"valid_fingerprint": valid.fingerprint, "split": split, "data_dir": data_dir},
@@ -148,12 +152,19 @@ def _oracle_report(data_dir: str, valid, report_rows: np.ndarray) -> dict | None
 
 def format_table(spec: dict) -> str:
     """The comparison table as aligned text (the CLI and the flows print it)."""
-    lines = [f"{'method':<12}{'t0':>8}{'t1':>8}{'mean':>8}   {'95% CI':<17}{'members':>8}{'ms/step':>9}"]
+    rep = "report" if spec.get("honest_report", True) else "report*"
+    lines = [f"{'method':<12}{'tune cv':>8}{'t0':>8}{'t1':>8}{'mean':>8}   {'95% CI':<17}{'members':>8}{'ms/step':>9}"
+             f"   ({'t0, t1, mean, CI' + ' on ' + rep})"]
     for r in spec["table"]:
         mark = " <- used" if r["method"] == spec["method"] else ""
-        lines.append(f"{r['method']:<12}{r['t0']:>8.4f}{r['t1']:>8.4f}{r['mean']:>8.4f}   "
+        lines.append(f"{r['method']:<12}{r['tune_cv_mean']:>8.4f}{r['t0']:>8.4f}{r['t1']:>8.4f}{r['mean']:>8.4f}   "
                      f"[{r['ci_lo']:.4f}, {r['ci_hi']:.4f}] {r['n_members']:>7}{r['cost']:>9.3f}{mark}")
-    lines.append(f"chosen on tune: {spec['chosen']}; used: {spec['method']}. {spec['reason']}")
+    lines.append(f"chosen on {spec.get('selected_on', 'tune')}: {spec['chosen']}; used: {spec['method']}. "
+                 f"{spec['reason']}")
+    if spec.get("report_note"):
+        lines.append(f"note: {spec['report_note']}")
+    if not spec.get("honest_report", True):
+        lines.append(f"* {NO_HONEST_SCORE}")
     if spec.get("fraction_of_oracle") is not None:
         lines.append(f"report score {spec['report']['mean']:.4f} = {100 * spec['fraction_of_oracle']:.1f}% of the oracle")
     return "\n".join(lines)
@@ -166,13 +177,16 @@ def log_ensemble(spec: dict, spec_path: str, summary: dict, tracking_uri, run_di
     exp = trk.ensure_experiment("ensemble", tracking_uri, run_dir)
     with mlflow.start_run(experiment_id=exp, run_name=f"ensemble-{spec['method']}",
                           tags={"stage": "ensemble", "method": spec["method"], "chosen": spec["chosen"],
-                                "fell_back_to_uniform": str(spec["fell_back_to_uniform"])}) as run:
+                                "fell_back_to_uniform": str(spec["fell_back_to_uniform"]),
+                                "selected_on": spec["selected_on"], "honest_report": str(spec["honest_report"]),
+                                **({"note": NO_HONEST_SCORE} if not spec["honest_report"] else {})}) as run:
         mlflow.log_params({"budget_minutes": spec["budget_minutes"], "safety": spec["safety"],
                            "n_candidates": len(spec["candidates"]), "n_members": len(spec["members"])})
         for r in spec["table"]:
             mlflow.log_metrics({f"{r['method']}_report_{k}": float(r[k]) for k in ("t0", "t1", "mean")})
         rep = spec["report"]
-        metrics = {"report_t0": rep["t0"], "report_t1": rep["t1"], "report_mean": rep["mean"],
+        metrics = {"tune_mean": spec["tune_score"],
+                   "report_t0": rep["t0"], "report_t1": rep["t1"], "report_mean": rep["mean"],
                    "ms_per_step": spec["cost_ms_per_step"], "n_members": len(spec["members"])}
         if spec.get("fraction_of_oracle") is not None:
             metrics["fraction_of_oracle"] = spec["fraction_of_oracle"]
@@ -185,29 +199,30 @@ def log_ensemble(spec: dict, spec_path: str, summary: dict, tracking_uri, run_di
         run_id = run.info.run_id
     out = {"mlflow_run_id": run_id}
     if register:
-        out.update(register_champion(run_id, rep["mean"]))
+        out.update(register_champion(run_id, spec["tune_score"]))
     return out
 
 
-def register_champion(run_id: str, report_mean: float) -> dict:
-    """A registry version for this ensemble; alias ``champion`` moves to it when it beats the holder."""
+def register_champion(run_id: str, tune_score: float) -> dict:
+    """A registry version for this ensemble; alias ``champion`` moves to it when its tune score
+    (cross-fitted, or out-of-fold) beats the holder's. The report score plays no part."""
     import mlflow
     from mlflow.tracking import MlflowClient
     client = MlflowClient()
     try:
         client.get_registered_model(REGISTERED_MODEL)
     except mlflow.exceptions.MlflowException:
-        client.create_registered_model(REGISTERED_MODEL, description="lob-sweep ensembles; alias champion = best on report")
+        client.create_registered_model(REGISTERED_MODEL, description="lob-sweep ensembles; alias champion = "
+                                       "best cross-fitted tune (or out-of-fold) score")
     run = client.get_run(run_id)
     mv = client.create_model_version(REGISTERED_MODEL, source=f"{run.info.artifact_uri}", run_id=run_id)
     current = None
     try:
         holder = client.get_model_version_by_alias(REGISTERED_MODEL, "champion")
-        current = client.get_run(holder.run_id).data.metrics.get("report_mean")
+        current = client.get_run(holder.run_id).data.metrics.get("tune_mean")
     except mlflow.exceptions.MlflowException:
         holder = None
-    promoted = current is None or report_mean > current
+    promoted = current is None or tune_score > current
     if promoted:
         client.set_registered_model_alias(REGISTERED_MODEL, "champion", mv.version)
-    return {"registry_version": int(mv.version), "champion": promoted,
-            "previous_champion_report_mean": current}
+    return {"registry_version": int(mv.version), "champion": promoted, "previous_champion_tune_mean": current}

@@ -31,14 +31,14 @@ def full_search(data_dir: str | None = None, profile: str = "demo", run_dir: str
                 top_k: int | None = None, seeds: int | None = None, retrain_epochs: int | None = None,
                 budget_minutes: float | None = None, safety: float | None = None, resources: str | None = None,
                 ray_address: str | None = None, tracking_uri: str | None = None, feature_search: bool = True,
-                score: bool = True, seed: int = 0) -> dict:
+                score: bool = True, seed: int = 0, folds: int | None = None) -> dict:
     """The whole modelling loop. None keeps the profile's value (profiles.py)."""
     s = resolve(profile, data_dir=data_dir, run_dir=run_dir, families=families, resources=resources,
                 ray_address=ray_address, tracking_uri=tracking_uri, feature_search=feature_search, score=score,
                 seed=seed, num_samples=num_samples, max_epochs=max_epochs, hpo_budget_s=hpo_budget_s,
                 max_train_seqs=max_train_seqs, feature_samples=feature_samples, feature_budget_s=feature_budget_s,
                 top_k=top_k, seeds=seeds, retrain_epochs=retrain_epochs, budget_minutes=budget_minutes,
-                safety=safety)
+                safety=safety, folds=folds)
     say(f"full-search, profile {s.profile}")
     run = start(s)
     fs = step_feature_search(run)

@@ -84,6 +84,7 @@ OVERRIDES = {
     "top_k": ("retrain", "top_k"), "seeds": ("retrain", "seeds"), "retrain_epochs": ("retrain", "max_epochs"),
     "feature_samples": ("feature_search", "num_samples"), "feature_budget_s": ("feature_search", "time_budget_s"),
     "budget_minutes": ("ensemble", "budget_minutes"), "safety": ("ensemble", "safety"),
+    "folds": ("retrain", "folds"),              # k-fold bagged members (training/bagging.py); None = plain
 }
 _RAY_ADDRESS = re.compile(r"^(auto|local|ray://\S+|[\w.\-]+:\d+)$")
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
@@ -186,6 +187,8 @@ def resolve(profile: str = "demo", *, data_dir: str | None = None, run_dir: str 
         check(name, _int)
     for name in ("max_train_seqs", "retrain_epochs"):
         check(name, _int, optional=True)
+    if p["retrain"].get("folds") is not None:
+        check("folds", _int, minimum=2)
     for name in ("hpo_budget_s", "feature_budget_s"):
         check(name, _pos)
     check("budget_minutes", _pos, optional=False)

@@ -70,14 +70,17 @@ def cmd_validate(args):
                   p.add_argument("--seq-len", type=int, default=1000),
                   p.add_argument("--seed", type=int, default=0),
                   p.add_argument("--variant", default="default",
-                                 help="planted signal: default, or shifted (other time scales and interactions)")))
+                                 help="planted signal: default, or shifted (other time scales and interactions)"),
+                  p.add_argument("--valid-shift", type=float, default=0.0,
+                                 help="share (0..1) of valid sequences from a regime train never has")))
 def cmd_synth(args):
     from .data.synth import write_dataset
     for name in ("n_train", "n_valid"):
         if getattr(args, name) < 2:
             raise UserError(f"--{name.replace('_', '-')} must be at least 2")
     info = write_dataset(args.out, n_train=args.n_train, n_valid=args.n_valid,
-                         seq_len=args.seq_len, seed=args.seed, variant=args.variant)
+                         seq_len=args.seq_len, seed=args.seed, variant=args.variant,
+                         valid_shift=args.valid_shift)
     print(json.dumps({k: v for k, v in info.items() if not isinstance(v, (bytes,))}, default=str))
 
 

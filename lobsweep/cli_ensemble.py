@@ -15,16 +15,42 @@ def _retrain_args(p):
     p.add_argument("--max-epochs", type=int, default=None)
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--name", default=None)
+    p.add_argument("--folds", type=int, default=None,
+                   help="K: train each config and seed as a k-fold bagged member over train + the tune role")
+    p.add_argument("--fold-seed", type=int, default=0, help="seed of the fold assignment (with --folds)")
+    p.add_argument("--final", action="store_true",
+                   help="with --folds: put the report split in the pool too (no honest score afterwards)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of a bagged retrain")
 
 
-@command("retrain", "retrain the sweep's top-K configs per family with several seeds (Ray)")
+@command("retrain", "retrain the sweep's top-K configs per family with several seeds (Ray), or as k-fold bags")
 @_args(_retrain_args)
 def cmd_retrain(args):
+    from .errors import UserError
+    if args.folds is None and (args.final or args.fold_seed):
+        raise UserError("--final and --fold-seed need --folds K")
+    if args.folds is not None:
+        return _bagged_retrain(args)
     from .training.retrain import run_retrain
     s = run_retrain(args.sweep, top_k=args.top_k, seeds=args.seeds, data_dir=args.data, resources=args.resources,
                     ray_address=args.ray_address, tracking_uri=args.tracking_uri, name=args.name,
                     max_epochs=args.max_epochs)
     print(f"{len(s['bundles'])} bundles in {s['bundles_dir']}; {len(s['failed'])} failed; summary {s['path']}")
+    for f in s["failed"]:
+        print(f"  failed {f['name']}: {f['error'][:200]}")
+
+
+def _bagged_retrain(args):
+    from .training.bag_retrain import run_bagged_retrain
+    if args.resources or args.ray_address:
+        print("note: a bagged retrain runs in this process; --resources/--ray-address are not used")
+    s = run_bagged_retrain(args.sweep, folds=args.folds, final=args.final, fold_seed=args.fold_seed,
+                           top_k=args.top_k, seeds=args.seeds, data_dir=args.data, tracking_uri=args.tracking_uri,
+                           name=args.name, max_epochs=args.max_epochs, threads=args.threads)
+    print(f"{len(s['bundles'])} bagged members (K={args.folds}) in {s['bundles_dir']}; {len(s['failed'])} failed; "
+          f"summary {s['path']}")
+    if args.final:
+        print(s["note"])
     for f in s["failed"]:
         print(f"  failed {f['name']}: {f['error'][:200]}")
 

@@ -24,6 +24,7 @@ OPTIONS = {   # CLI flag -> (flows parameter, type, help)
     "--top-k": ("top_k", int, "configs per family to retrain"),
     "--seeds": ("seeds", int, "seeds per retrained config"),
     "--retrain-epochs": ("retrain_epochs", int, "epochs of each retrain (default: the trial's)"),
+    "--folds": ("folds", int, "retrain each config and seed as a k-fold bagged member of K models"),
     "--budget-minutes": ("budget_minutes", float, "scoring-time budget of the ensemble (competition: 60)"),
     "--safety": ("safety", float, "safety factor on the measured cost of the ensemble"),
     "--resources": ("resources", str, "per trial / retrain, e.g. cpu=1,gpu=0.5"),

@@ -64,7 +64,11 @@ def cmd_package(args):
             f"{info['n_pipelines']} feature pipeline(s)")
     if info["skipped"]:
         line += f"; left out (zero weight): {', '.join(info['skipped'])}"
+    if info["n_models"] != info["n_members"]:
+        line += f"; {info['n_models']} models in all (bagged members stream their K fold models, averaged)"
     print(line)
+    if info.get("note"):
+        print(f"note: {info['note']}")
     if args.verify:
         data = os.path.join(args.verify, "valid.parquet") if os.path.isdir(args.verify) else args.verify
         res = parity_check(info["path"], data)

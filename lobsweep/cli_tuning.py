@@ -119,7 +119,7 @@ def cmd_recipes(args):
     print("train one: lobsweep train --recipe NAME --data DIR --out DIR (flags still override)")
 
 
-@command("leaderboard", "print a stage's leaderboard from MLflow (best report mean first), or a sweep's top-K")
+@command("leaderboard", "print a stage's leaderboard from MLflow (best tune score first, report beside it), or a sweep's top-K")
 @_args(lambda p: (p.add_argument("sweep", nargs="?", default=None,
                                  help="a sweep name, folder or leaderboard.json (omit to read MLflow by --stage)"),
                   p.add_argument("--stage", default="hpo", choices=("feature-search", "hpo", "retrain", "ensemble",
@@ -142,4 +142,4 @@ def cmd_leaderboard(args):
     from .tracking import format_rows, stage_leaderboard
     rows = stage_leaderboard(args.stage, args.top, args.tracking_uri, args.run_dir)
     print(json.dumps(rows, indent=1, default=str) if args.json else
-          f"{args.stage} leaderboard, best report-split mean first\n" + format_rows(rows))
+          f"{args.stage} leaderboard, best tune score first (report shown, never used to rank)\n" + format_rows(rows))

@@ -114,7 +114,9 @@ LEADERBOARD_COLUMNS = ("tune_mean", "report_mean", "report_t0", "report_t1", "fr
 
 
 def stage_leaderboard(stage: str, top: int = 20, uri: str | None = None, run_dir_: str | None = None) -> list[dict]:
-    """The runs of one stage's experiment, best report-split mean first (parent runs left out)."""
+    """The runs of one stage's experiment, best tune score first, report beside it (parent runs left
+    out). Sweep trials rank by ``final_tune_mean``, other stages by ``tune_mean``; runs without a tune
+    score (a packaged zip scored on report only) come last, in start order."""
     import mlflow
     from .errors import UserError
     if stage not in STAGES:
@@ -124,14 +126,16 @@ def stage_leaderboard(stage: str, top: int = 20, uri: str | None = None, run_dir
     if exp is None:
         raise UserError(f"no MLflow experiment '{stage}' at {tracking_uri(uri, run_dir_)}; run that stage first")
     runs = mlflow.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
-                              order_by=["metrics.report_mean DESC"], output_format="list", max_results=1000)
+                              output_format="list", max_results=1000)
     rows = []
     for r in runs:
         m, t = r.data.metrics, r.data.tags
-        if "report_mean" not in m:
+        if "report_mean" not in m and "tune_mean" not in m:
             continue
+        tune = m.get("final_tune_mean", m.get("tune_mean"))
         rows.append({"run": r.info.run_name, "run_id": r.info.run_id, "family": t.get("family", t.get("method", "")),
-                     "seed": t.get("seed", ""), **{k: m.get(k) for k in LEADERBOARD_COLUMNS}})
+                     "seed": t.get("seed", ""), **{k: m.get(k) for k in LEADERBOARD_COLUMNS}, "tune_mean": tune})
+    rows.sort(key=lambda row: (row["tune_mean"] is None, -(row["tune_mean"] or 0.0)))
     return rows[:top]
 
 

@@ -9,6 +9,11 @@ The zip (at most ``max_bytes``, 20 MB by default):
                              JSON (fitted normalisers included), weights [M, 2], post_scale [2]
     model/m000.npz ...       each member's state_dict as float32 arrays
 
+A bagged member (K fold models, training/bagging.py) is written as K engine
+models of weight w/K each, so the fused step averages them; the manifest's
+``fold`` field names them, and its reference is the bag's own ``valid_pred.npy``
+(the K-model average), which the K entries reproduce.
+
 Members whose weights are 0 for both targets are left out (they would cost time
 and bytes and add nothing). The reference the zip must match is
 ``offline_predictions``: the per-target weighted average of the members'
@@ -72,9 +77,19 @@ def _check_post_scale(post_scale) -> np.ndarray:
     return s
 
 
-def member_arrays(bundle: Bundle) -> dict[str, np.ndarray]:
-    """The bundle's state_dict as float32 numpy arrays."""
-    return {k: v.detach().cpu().float().numpy() for k, v in bundle.state_dict().items()}
+def _expand(bundles: list[Bundle], w: np.ndarray) -> tuple[list[Bundle], list[dict], np.ndarray, list[int]]:
+    """One engine model per plain member, K per bagged member, each of those with weight ``w / K``:
+    the engine's weighted sum then averages a bag's K models inside the fused step.
+    Returns (bundle per model, float32 arrays per model, weights [n_models, 2], fold per model)."""
+    out_b, arrays, ws, folds = [], [], [], []
+    for b, wi in zip(bundles, w):
+        sets = b.state_dicts()
+        for j, sd in enumerate(sets):
+            out_b.append(b)
+            arrays.append({k: v.detach().cpu().float().numpy() for k, v in sd.items()})
+            ws.append(wi / len(sets))
+            folds.append(j if "bag" in b.spec else -1)
+    return out_b, arrays, np.asarray(ws, dtype=np.float64).reshape(-1, 2), folds
 
 
 def _layout(bundles: list[Bundle]) -> tuple[list[str], list[dict]]:
@@ -111,9 +126,9 @@ def _engine(layout: list[dict], arrays: list[dict], pipelines: list[str], w, sca
 def engine_from_bundles(members, weights=None, post_scale=(1.0, 1.0), fuse: bool = True) -> FusedEngine:
     """The packaged engine, built in-process straight from bundles (costs, benches, tests)."""
     bundles = _bundles(members)
-    pipelines, layout = _layout(bundles)
-    return _engine(layout, [member_arrays(b) for b in bundles], pipelines, check_weights(weights, len(bundles)),
-                   _check_post_scale(post_scale), fuse)
+    models, arrays, w, _ = _expand(bundles, check_weights(weights, len(bundles)))
+    pipelines, layout = _layout(models)
+    return _engine(layout, arrays, pipelines, w, _check_post_scale(post_scale), fuse)
 
 
 def offline_predictions(members, weights=None, post_scale=(1.0, 1.0)) -> np.ndarray:
@@ -180,16 +195,21 @@ def package(members: list[str], out_zip: str, weights: np.ndarray | None = None,
     keep = [i for i in range(len(bundles)) if w[i].any()]
     skipped = [_names(bundles)[i] for i in range(len(bundles)) if i not in keep]
     bundles, w = [bundles[i] for i in keep], w[keep]
-    names = _names(bundles)
-    arrays = [member_arrays(b) for b in bundles]
+    n_members = len(bundles)
+    short = dict(zip((b.path for b in bundles), _names(bundles)))
+    bundles, arrays, w, folds = _expand(bundles, w)       # a bagged member streams as its K fold models
+    names = [short[b.path] + (f"#fold{j}" if j >= 0 else "") for b, j in zip(bundles, folds)]
     pipelines, layout = _layout(bundles)
     _engine(layout, arrays, pipelines, w, scale)          # a bad family or shape fails before anything is written
 
     entries = [{"name": n, "bundle": b.path, "file": f"m{i:03d}.npz", **m,
-                "valid_fingerprint": b.spec.get("data", {}).get("valid_fingerprint")}
-               for i, (n, b, m) in enumerate(zip(names, bundles, layout))]
+                "valid_fingerprint": b.spec.get("data", {}).get("valid_fingerprint"),
+                **({"fold": j, "bag_k": b.n_models} if j >= 0 else {})}
+               for i, (n, b, m, j) in enumerate(zip(names, bundles, layout, folds))]
+    note = next((b.spec.get("note", "final fit: no honest score") for b in bundles      # a final fit saw report
+                 if b.spec.get("bag", {}).get("final")), None)
     manifest = {"format": FORMAT, "members": entries, "pipelines": pipelines,
-                "weights": w.tolist(), "post_scale": scale.tolist()}
+                "weights": w.tolist(), "post_scale": scale.tolist(), **({"note": note} if note else {})}
 
     out_zip = os.path.abspath(str(out_zip))
     out_dir = os.path.dirname(out_zip)
@@ -220,9 +240,9 @@ def package(members: list[str], out_zip: str, weights: np.ndarray | None = None,
     families: dict[str, int] = {}
     for m in layout:
         families[m["family"]] = families.get(m["family"], 0) + 1
-    return {"path": out_zip, "bytes": total, "n_members": len(bundles), "families": families,
+    return {"path": out_zip, "bytes": total, "n_members": n_members, "n_models": len(bundles), "families": families,
             "n_pipelines": len(pipelines), "member_bytes": dict(zip(names, sizes)), "skipped": skipped,
-            "weights": w.tolist(), "post_scale": scale.tolist()}
+            "weights": w.tolist(), "post_scale": scale.tolist(), **({"note": note} if note else {})}
 
 
 def read_ensemble_spec(spec_path: str) -> tuple[list[str], np.ndarray | None, tuple[float, float]]:

@@ -107,14 +107,31 @@ def test_leaderboard_view_tag_is_the_json_the_mlflow_ui_reads(tmp_path):
     uri = f"sqlite:///{tmp_path}/m.db"
     client = MlflowClient(uri)
     exp = client.create_experiment("hpo")
-    key = set_leaderboard_view(exp, metric="report_mean", tracking_uri=uri)
+    key = set_leaderboard_view(exp, metric="final_tune_mean", tracking_uri=uri)
     state = json.loads(client.get_experiment(exp).tags[VIEW_KEY_PREFIX + key])
-    assert state["orderByKey"] == "metrics.`report_mean`" and state["orderByAsc"] is False
-    assert "metrics.`report_mean`" in state["selectedColumns"]
+    assert state["orderByKey"] == "metrics.`final_tune_mean`" and state["orderByAsc"] is False
+    assert "metrics.`report_mean`" in state["selectedColumns"]            # report shown beside, not sorted on
+    with pytest.raises(UserError, match="never by the report"):
+        set_leaderboard_view(exp, metric="report_mean", tracking_uri=uri)
     ui = glob.glob(os.path.join(os.path.dirname(mlflow.__file__), "server/js/build/static/js/*.js"))
     text = "".join(open(f, errors="ignore").read() for f in ui)
     for needle in ("mlflow.sharedViewState.", "viewStateShareKey", "orderByKey", "selectedColumns"):
         assert needle in text, needle
+
+
+def test_stage_leaderboard_ranks_by_tune_and_shows_report(tmp_path):
+    """`lobsweep leaderboard --stage` orders by the tune score; report is a column, never the key."""
+    import mlflow
+    from lobsweep import tracking as trk
+    run_dir = str(tmp_path)
+    exp = trk.ensure_experiment("retrain", None, run_dir)
+    runs = {"a": (0.30, 0.10), "b": (0.10, 0.40), "c": (0.20, 0.20), "no-tune": (None, 0.50)}   # (tune, report)
+    for name, (tune, report) in runs.items():
+        with mlflow.start_run(experiment_id=exp, run_name=name):
+            mlflow.log_metrics({"report_mean": report, **({} if tune is None else {"tune_mean": tune})})
+    rows = trk.stage_leaderboard("retrain", run_dir_=run_dir)
+    assert [r["run"] for r in rows] == ["a", "c", "b", "no-tune"]
+    assert [r["report_mean"] for r in rows] == [0.10, 0.20, 0.40, 0.50]
 
 
 # ---------------------------------------------------------------- slow: real sweeps

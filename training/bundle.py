@@ -6,6 +6,12 @@ A bundle is a directory:
                     data fingerprints and split, training config, history, metrics
     valid_pred.npy  float32 [rows, 2]: predictions for every need-prediction row of the
                     valid file (tune and report roles), in file order
+    tune_pred.npy   float32 [rows, 2], only with tune_from="train": predictions for the
+                    need-prediction rows of the tune sequences carved out of train
+                    (sequence order of ``split_roles``), which the ensemble selects on
+
+A bagged member (``bagging.py``) holds K fold models' state_dicts in the one
+``weights.pt`` under ``fold<k>.`` prefixes, plus ``oof_pred.npy`` and ``folds.npy``.
 
 Bundles are written atomically (a temp dir renamed into place), so a crashed
 run never leaves a half bundle that a later ensemble would pick up. Bundles
@@ -43,15 +49,34 @@ class Bundle:
     def name(self) -> str:
         return os.path.basename(os.path.normpath(self.path))
 
+    @property
+    def n_models(self) -> int:
+        """1, or K for a bagged member (``bagging.py``)."""
+        return int(self.spec.get("bag", {}).get("k", 1))
+
     def state_dict(self) -> dict:
         return load_weights(os.path.join(self.path, "weights.pt"))
 
-    def build_model(self):
-        """The model with its weights, in eval mode (float32, CPU)."""
+    def state_dicts(self) -> list[dict]:
+        """One state_dict per model: ``[state_dict()]``, or a bagged member's K fold sets."""
+        if "bag" not in self.spec:
+            return [self.state_dict()]
+        from .bagging import split_sets
+        return split_sets(self.state_dict(), self.n_models)
+
+    def build_model(self, fold: int = 0):
+        """The model with its weights (fold ``fold`` of a bagged member), in eval mode (float32, CPU)."""
+        return self.build_models()[fold] if "bag" in self.spec else self.build_models()[0]
+
+    def build_models(self) -> list:
+        """Every model of the bundle, weights loaded, in eval mode."""
         from ..models import create_model
-        model = create_model(self.spec["family"], **self.spec["config"])
-        model.load_state_dict(self.state_dict())
-        return model.eval()
+        out = []
+        for sd in self.state_dicts():
+            model = create_model(self.spec["family"], **self.spec["config"])
+            model.load_state_dict(sd)
+            out.append(model.eval())
+        return out
 
     def pipeline(self):
         from ..features import FeaturePipeline
@@ -69,8 +94,13 @@ def load_weights(path: str) -> dict:
     return sd
 
 
-def save_bundle(out_dir: str, model, spec: dict, valid_pred: np.ndarray) -> str:
-    """Write a bundle atomically; an existing bundle at ``out_dir`` is replaced."""
+def save_bundle(out_dir: str, model, spec: dict, valid_pred: np.ndarray,
+                arrays: dict[str, np.ndarray] | None = None, state_dict: dict | None = None) -> str:
+    """Write a bundle atomically; an existing bundle at ``out_dir`` is replaced.
+
+    ``arrays`` adds named float32 prediction arrays (``<name>.npy``);
+    ``state_dict`` replaces ``model.state_dict()`` (a bagged member's K sets).
+    """
     spec = {"format": FORMAT, **spec}
     missing = [k for k in REQUIRED_SPEC_KEYS if k not in spec]
     if missing:
@@ -80,10 +110,13 @@ def save_bundle(out_dir: str, model, spec: dict, valid_pred: np.ndarray) -> str:
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".bundle-", dir=parent)
     try:
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, os.path.join(tmp, "weights.pt"))
+        sd = model.state_dict() if state_dict is None else state_dict
+        torch.save({k: v.detach().cpu() for k, v in sd.items()}, os.path.join(tmp, "weights.pt"))
         with open(os.path.join(tmp, "spec.json"), "w") as f:
             json.dump(spec, f, indent=1, default=_json_default)
         np.save(os.path.join(tmp, "valid_pred.npy"), np.asarray(valid_pred, dtype=np.float32))
+        for name, arr in (arrays or {}).items():
+            np.save(os.path.join(tmp, name + ".npy"), np.asarray(arr))
         if os.path.exists(out_dir):
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
@@ -120,18 +153,23 @@ def read_spec(path: str) -> dict:
     return spec
 
 
-def load_bundle(path: str) -> Bundle:
-    spec = read_spec(path)
-    pred_path = os.path.join(path, "valid_pred.npy")
+def load_pred(path: str, name: str = "valid_pred") -> np.ndarray:
+    """A bundle's prediction array ``<name>.npy``, checked to be finite ``[rows, 2]``."""
+    pred_path = os.path.join(path, name + ".npy")
     if not os.path.exists(pred_path):
-        raise BundleError(f"{path}: no valid_pred.npy")
+        raise BundleError(f"{path}: no {name}.npy")
     try:
         pred = np.load(pred_path, allow_pickle=False)
     except ValueError:
         raise BundleError(f"{pred_path}: not a plain numeric .npy array") from None
     if pred.ndim != 2 or pred.shape[1] != 2 or not np.isfinite(pred).all():
         raise BundleError(f"{pred_path}: must be a finite float array [rows, 2], got shape {pred.shape}")
-    return Bundle(path=os.path.abspath(path), spec=spec, valid_pred=pred)
+    return pred
+
+
+def load_bundle(path: str) -> Bundle:
+    spec = read_spec(path)
+    return Bundle(path=os.path.abspath(path), spec=spec, valid_pred=load_pred(path))
 
 
 def validate_bundle(path: str, valid_fingerprint: str | None = None, n_valid_rows: int | None = None) -> Bundle:
@@ -147,7 +185,7 @@ def validate_bundle(path: str, valid_fingerprint: str | None = None, n_valid_row
     if n_valid_rows is not None and b.valid_pred.shape[0] != n_valid_rows:
         raise BundleError(f"{path}: valid_pred has {b.valid_pred.shape[0]} rows; the valid file has {n_valid_rows}")
     try:
-        b.build_model()
+        b.build_models()
         b.pipeline()
     except UserError as exc:
         raise BundleError(f"{path}: {exc}") from None

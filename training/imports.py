@@ -8,11 +8,16 @@ local valid data), and against this pool:
 - its role split (tune fraction, seed, where tune comes from) must equal the
   pool's, since a member that early-stopped on what this pool calls report
   would leak the report split into every decision made with it;
-- its ``valid_pred.npy`` must be what its weights predict, re-computed here on a
-  sample of valid sequences (the ensemble trusts those predictions);
+- a bagged member (k-fold, ``bagging.py``) must also have been trained on the
+  local train file with the fold assignment its K and fold seed give on this
+  data, else it is rejected saying what differs;
+- its ``valid_pred.npy`` must be what its weights predict (a bag: its K models'
+  average), re-computed here on a sample of valid sequences (the ensemble
+  trusts those predictions);
 - a ``latency.json`` measured on another host is dropped and the member's cost
   measured again here.
- Valid bundles are copied into ``<run_dir>/checkpoints/imported/``
+
+Valid bundles are copied into ``<run_dir>/checkpoints/imported/``
 and logged as runs of the ``retrain`` experiment (stage tag ``imported``), so
 leaderboards and ``--from-mlflow retrain`` see them. Bad ones are rejected
 with one reason each and leave no trace. Finally a Prefect event tells the
@@ -64,8 +69,8 @@ def check_predictions(b: Bundle, valid: LobData, n_seq: int = CHECK_SEQUENCES) -
     from .trainer import predict
     idx = np.unique(np.linspace(0, valid.n_seq - 1, min(n_seq, valid.n_seq)).round().astype(int))
     offsets = np.concatenate([[0], np.cumsum(valid.mask.sum(axis=1))])
-    model, pipe = b.build_model(), b.pipeline()
-    P = predict(model, pipe.transform(np.asarray(valid.X[idx])), 8, "cpu")            # [k, T, 2]
+    F = b.pipeline().transform(np.asarray(valid.X[idx]))
+    P = np.mean([predict(m, F, 8, "cpu") for m in b.build_models()], axis=0)    # [k, T, 2]; a bag: the K average
     worst = 0.0
     for k, i in enumerate(idx):
         mine = P[k][valid.mask[i]]
@@ -100,10 +105,15 @@ def import_checkpoints(src: str, data_dir: str, *, run_dir: str | None = None, t
     os.makedirs(dest_root, exist_ok=True)
     expected_split = pool_split(pool_dir(run_dir))
     accepted, rejected = [], []
+    train = None
     for path in found:
         try:
             b = validate_bundle(path, valid.fingerprint, n_rows)
             check_split(b, expected_split)
+            if "bag" in b.spec:                 # a bagged member: its folds must be this pool's
+                from .bagging import check_fold_assignment
+                train = train or _train_file(data_dir)
+                check_fold_assignment(path, train, valid)
             pred_diff = check_predictions(b, valid)
         except BundleError as exc:
             rejected.append({"bundle": path, "reason": str(exc)})
@@ -128,6 +138,13 @@ def import_checkpoints(src: str, data_dir: str, *, run_dir: str | None = None, t
     if emit and accepted:
         event = announce(pool_dir(run_dir), data_dir, [a["bundle"] for a in accepted])
     return {"accepted": accepted, "rejected": rejected, "pool": pool_dir(run_dir), "event": event}
+
+
+def _train_file(data_dir: str):
+    path = data_paths(data_dir)["train"]
+    if not os.path.exists(path):
+        raise UserError(f"--data {data_dir}: no train.parquet to check bagged members' fold assignment against")
+    return load(path)
 
 
 def announce(pool: str, data_dir: str, bundles: list[str]) -> str | None:

@@ -84,9 +84,12 @@ def train_member(data_dir: str, family: str, out_dir: str, *, hparams: dict | No
     model = model.cpu().eval()
     P = predict(model, prep.valid_X, cfg.eval_batch_size, "cpu")
     valid_pred = P[prep.valid_mask]
+    arrays = {}
+    if prep.info["split"]["tune_from"] == "train":      # the tune rows live in train: keep their predictions
+        arrays["tune_pred"] = predict(model, prep.tune.X, cfg.eval_batch_size, "cpu")[prep.tune.mask]
     metrics = member_metrics(res, prep, count_params(model))
     spec = build_spec(family, model, model_config_dict(model), cfg, prep, seed, res, metrics, extra_spec)
-    save_bundle(out_dir, model, spec, valid_pred)
+    save_bundle(out_dir, model, spec, valid_pred, arrays)
     bundle = load_bundle(out_dir)
     if tracking:
         log_member(bundle, tracking)
@@ -121,9 +124,10 @@ def predict_bundle(bundle_dir: str, data_path: str) -> np.ndarray:
     b = load_bundle(bundle_dir)
     data = load(data_path, require_targets=False)
     pipe = b.pipeline()
-    model = b.build_model()
     batch = int(b.spec.get("train_config", {}).get("eval_batch_size", 64))
-    P = predict(model, pipe.transform(data.X), batch, "cpu")
+    X = pipe.transform(data.X)
+    models = b.build_models()                                # K fold models of a bagged member: averaged
+    P = sum(predict(m, X, batch, "cpu") for m in models) / len(models)
     return P[data.mask]
 
 

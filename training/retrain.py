@@ -109,8 +109,13 @@ def _key(job: dict) -> dict:
 def run_retrain(sweep: str, *, top_k: int = 2, seeds: int = 2, data_dir: str | None = None,
                 resources=None, ray_address: str | None = None, tracking_uri: str | None = None,
                 run_dir: str | None = None, name: str | None = None, max_epochs: int | None = None,
-                use_mlflow: bool = True) -> dict:
+                use_mlflow: bool = True, folds: int | None = None, final: bool = False) -> dict:
     """Retrain the sweep's top-K configs per family with ``seeds`` seeds each. Returns the summary."""
+    if folds is not None or final:      # k-fold bagged members: training/bag_retrain.py
+        from .bag_retrain import run_bagged_retrain
+        return run_bagged_retrain(sweep, folds=folds or 0, final=final, top_k=top_k, seeds=seeds, data_dir=data_dir,
+                                  tracking_uri=tracking_uri, run_dir=run_dir, name=name, max_epochs=max_epochs,
+                                  use_mlflow=use_mlflow)
     from .. import tracking as trk
     from ..tuning.ray_setup import parse_resources, ray_session
     from ..tuning.sweep import load_leaderboard

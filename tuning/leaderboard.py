@@ -105,16 +105,20 @@ def format_leaderboard(board: dict) -> str:
     return "\n".join(lines)
 
 
-def view_state(metric: str = "report_mean", columns: tuple = ()) -> dict:
-    """The runs-table state the MLflow UI restores from a share key: sorted, metric columns shown."""
+def view_state(metric: str = "tune_mean", columns: tuple = ()) -> dict:
+    """The runs-table state the MLflow UI restores from a share key: sorted by a tune metric,
+    report shown beside it."""
+    if "report" in metric:
+        raise UserError(f"leaderboards sort by a tune score, never by the report split ('{metric}')")
     shown = [metric, *[c for c in ("final_tune_mean", "report_mean", "fraction_of_oracle", "params_count",
                                    "train_seconds") if c != metric], *columns]
     return {"selectedColumns": [f"metrics.`{m}`" for m in shown] + ["tags.`family`", "tags.`trial_status`"],
             "orderByKey": f"metrics.`{metric}`", "orderByAsc": False}
 
 
-def set_leaderboard_view(experiment_id: str, metric: str = "report_mean", tracking_uri: str | None = None) -> str:
-    """Tag the experiment so ``#/experiments/<id>/runs?viewStateShareKey=<key>`` opens sorted by ``metric``.
+def set_leaderboard_view(experiment_id: str, metric: str = "tune_mean", tracking_uri: str | None = None) -> str:
+    """Tag the experiment so ``#/experiments/<id>/runs?viewStateShareKey=<key>`` opens sorted by ``metric``
+    (a tune score: ``tune_mean`` for retrain and ensemble runs, ``final_tune_mean`` for sweep trials).
 
     The UI reads the tag ``mlflow.sharedViewState.<key>`` as JSON (it also
     accepts a compressed form) and takes ``selectedColumns``, ``orderByKey``
@@ -122,9 +126,10 @@ def set_leaderboard_view(experiment_id: str, metric: str = "report_mean", tracki
     Returns the key.
     """
     from mlflow.tracking import MlflowClient
+    state = view_state(metric)
     key = f"lobsweep-{metric.replace('_', '-')}"
     MlflowClient(tracking_uri=tracking_uri).set_experiment_tag(experiment_id, VIEW_KEY_PREFIX + key,
-                                                               json.dumps(view_state(metric)))
+                                                               json.dumps(state))
     return key
 
 

@@ -43,7 +43,7 @@ def start_tracking(meta: dict, run_dir: str) -> None:
     from .leaderboard import set_leaderboard_view
     uri = trk.tracking_uri(meta["tracking_uri"], run_dir)
     exp_id = trk.ensure_experiment(EXPERIMENT, uri, run_dir)
-    meta.update(tracking_uri=uri, experiment_id=exp_id, view_key=set_leaderboard_view(exp_id, tracking_uri=uri))
+    meta.update(tracking_uri=uri, experiment_id=exp_id, view_key=set_leaderboard_view(exp_id, "final_tune_mean", tracking_uri=uri))
     client = MlflowClient(tracking_uri=uri)
     if meta.get("parent_run_id"):
         client.update_run(meta["parent_run_id"], status="RUNNING")
