@@ -31,30 +31,37 @@ def full_search(data_dir: str | None = None, profile: str = "demo", run_dir: str
                 top_k: int | None = None, seeds: int | None = None, retrain_epochs: int | None = None,
                 budget_minutes: float | None = None, safety: float | None = None, resources: str | None = None,
                 ray_address: str | None = None, tracking_uri: str | None = None, feature_search: bool = True,
-                score: bool = True, seed: int = 0, folds: int | None = None) -> dict:
-    """The whole modelling loop. None keeps the profile's value (profiles.py)."""
+                score: bool = True, seed: int = 0, folds: int | None = None,
+                time_budget: str | None = None) -> dict:
+    """The whole modelling loop. None keeps the profile's value (profiles.py).
+
+    ``time_budget`` ("5m", "2h", seconds) shares one wall-clock budget out over the stages (budget.py).
+    """
     s = resolve(profile, data_dir=data_dir, run_dir=run_dir, families=families, resources=resources,
                 ray_address=ray_address, tracking_uri=tracking_uri, feature_search=feature_search, score=score,
                 seed=seed, num_samples=num_samples, max_epochs=max_epochs, hpo_budget_s=hpo_budget_s,
                 max_train_seqs=max_train_seqs, feature_samples=feature_samples, feature_budget_s=feature_budget_s,
                 top_k=top_k, seeds=seeds, retrain_epochs=retrain_epochs, budget_minutes=budget_minutes,
-                safety=safety, folds=folds)
+                safety=safety, folds=folds, time_budget=time_budget)
     say(f"full-search, profile {s.profile}")
     run = start(s)
     fs = step_feature_search(run)
     hpo = step_hpo(run, fs["spec"] if fs else None)
     rt = step_retrain(run, hpo)
+    finish_started = time.perf_counter()
     ens = step_ensemble(run, rt["bundles_dir"], s.ensemble)
     pkg = step_package(run, ens)
     sc = step_score(run, ens, pkg) if s.score else None
     params = {"profile": s.profile, "data_dir": run.data_dir, "families": ",".join(s.families),
               "sweep": hpo["name"], "retrain": rt["name"], "feature_search": fs["name"] if fs else "off"}
-    summary = {"profile": s.profile, "params": params, "hpo": hpo, "ensemble": ens, "package": pkg, "score": sc}
+    run.spent("finish", finish_started)
+    summary = {"profile": s.profile, "params": params, "hpo": hpo, "ensemble": ens, "package": pkg, "score": sc,
+               "time_budget_s": s.time_budget_s}
     sub = run.call(tasks.log_submission, "log-submission", summary=summary, tracking_uri=run.tracking_uri,
-                   run_dir=run.run_dir)
+                   run_dir=run.run_dir, budget_record=run.plan.record() if run.plan else None)
     out = {**summary, "feature_search": fs, "retrain": rt, "submission_run": sub, "steps": run.steps,
            "flow_seconds": time.perf_counter() - run.started, "tracking_uri": run.tracking_uri,
-           "run_dir": run.run_dir}
+           "run_dir": run.run_dir, "budget_table": run.plan.table() if run.plan else None}
     say(final_report(out))
     return out
 
@@ -106,4 +113,7 @@ def final_report(out: dict) -> str:
         lines.append(score_line(out["score"]))
     lines += [f"zip: {pkg['zip']} ({pkg['n_members']} members, {pkg['bytes'] / 1e6:.2f} MB)", "",
               "== MLflow ==", *mlflow_lines(out), "", time_line(out)]
+    if out.get("budget_table"):
+        lines += ["", "== time budget (planned / allotted when the stage started / spent, m:ss) ==",
+                  out["budget_table"]]
     return "\n".join(lines)

@@ -107,6 +107,7 @@ class Settings:
     ensemble: dict = field(default_factory=dict)
     score: bool = True
     seed: int = 0
+    time_budget_s: float | None = None    # one wall-clock budget for the whole run (flows/budget.py)
 
     def default_data_dir(self) -> str:
         return os.path.join(self.run_dir, "data", "synthetic")
@@ -167,8 +168,14 @@ def _families(families) -> tuple:
 
 def resolve(profile: str = "demo", *, data_dir: str | None = None, run_dir: str | None = None, families=None,
             resources: str | dict | None = None, ray_address: str | None = None, tracking_uri: str | None = None,
-            feature_search: bool = True, score: bool = True, seed: int = 0, **overrides) -> Settings:
-    """The profile's settings with ``overrides`` (names in ``OVERRIDES``; None keeps the profile's value)."""
+            feature_search: bool = True, score: bool = True, seed: int = 0, time_budget=None,
+            **overrides) -> Settings:
+    """The profile's settings with ``overrides`` (names in ``OVERRIDES``; None keeps the profile's value).
+
+    ``time_budget`` ("5m", "2h", seconds) shares one wall-clock budget out over the stages
+    (flows/budget.py); the profile's counts and stage budgets stay as caps.
+    """
+    from .budget import parse_duration
     from ..tuning.ray_setup import parse_resources
     from ..tuning.sweep import check_settings
     _need(profile in PROFILES, f"unknown profile {profile!r}; use one of {', '.join(PROFILES)}")
@@ -204,7 +211,7 @@ def resolve(profile: str = "demo", *, data_dir: str | None = None, run_dir: str 
     return Settings(profile=profile, data_dir=check_data_dir(data_dir), run_dir=check_run_dir(run_dir),
                     families=fams, resources=res, ray_address=ray_address, tracking_uri=tracking_uri,
                     feature_search=fs if feature_search else {}, hpo=hpo, retrain=rt, ensemble=ens, score=bool(score),
-                    seed=_int("seed", seed, minimum=0))
+                    seed=_int("seed", seed, minimum=0), time_budget_s=parse_duration(time_budget))
 
 
 def check_ensemble(checkpoints: str | None, budget_minutes: float, safety: float) -> None:

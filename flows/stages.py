@@ -24,6 +24,7 @@ from prefect import flow, get_run_logger
 
 from .. import progress
 from . import tasks
+from .budget import Plan
 from .identity import bundles_identity, data_identity
 from .profiles import Settings, check_data_dir, check_endpoints, check_ensemble, check_run_dir, resolve
 
@@ -51,6 +52,17 @@ class Run:
     data_id: dict | None = None
     steps: list = field(default_factory=list)      # {"stage", "cached", "wall_s", "stage_s"}
     started: float = field(default_factory=time.perf_counter)
+    plan: Plan | None = None                       # the wall-clock budget's plan (budget.py), if any
+
+    def budget(self, stage: str) -> dict:
+        """Task keywords for ``stage`` under the budget: the run's total and this stage's allotment now."""
+        if self.plan is None:
+            return {}
+        return {"time_budget_s": self.plan.total_s, "time_limit_s": self.plan.allot(stage)}
+
+    def spent(self, stage: str, since: float) -> None:
+        if self.plan is not None:
+            self.plan.done(stage, time.perf_counter() - since)
 
     def call(self, t, label: str, **kwargs) -> dict:
         """Run task ``t`` with this run's result storage; raises the task's own error when it fails."""
@@ -71,6 +83,11 @@ def start(settings: Settings) -> Run:
     os.makedirs(settings.run_dir, exist_ok=True)
     os.environ["LOBSWEEP_RUN_DIR"] = settings.run_dir
     run = Run(settings, settings.run_dir, trk.tracking_uri(settings.tracking_uri, settings.run_dir))
+    if settings.time_budget_s:
+        run.plan = Plan(settings.time_budget_s)
+        if not settings.feature_search:
+            run.plan.skip("feature-search")
+        say(run.plan.header())
     t0 = time.perf_counter()
     run.data_dir = tasks.with_storage(tasks.ensure_data, run.run_dir)(settings.data_dir, settings.default_data_dir())
     run.data_id = data_identity(run.data_dir)
@@ -86,27 +103,40 @@ def step_feature_search(run: Run) -> dict | None:
         say("[feature-search] skipped: the default feature pipeline is used")
         return None
     fs = s.feature_search
-    say(f"[feature-search] {fs['num_samples']} candidate pipelines, {fs['max_epochs']} epoch(s) each")
-    return run.call(tasks.feature_search, "feature-search", data_dir=run.data_dir, data_id=run.data_id,
-                    settings=fs, resources=s.resources, seed=s.seed, run_dir=run.run_dir,
-                    tracking_uri=run.tracking_uri, ray_address=s.ray_address)
+    t0, budget = time.perf_counter(), run.budget("feature-search")
+    say(f"[feature-search] {fs['num_samples']} candidate pipelines, {fs['max_epochs']} epoch(s) each"
+        + _allotted(budget))
+    out = run.call(tasks.feature_search, "feature-search", data_dir=run.data_dir, data_id=run.data_id,
+                   settings=fs, resources=s.resources, seed=s.seed, run_dir=run.run_dir,
+                   tracking_uri=run.tracking_uri, ray_address=s.ray_address, **budget)
+    run.spent("feature-search", t0)
+    return out
+
+
+def _allotted(budget: dict) -> str:
+    return f"; {budget['time_limit_s']:.0f} s of the time budget" if budget else ""
 
 
 def step_hpo(run: Run, features_spec: dict | None) -> dict:
     s = run.settings
+    t0, budget = time.perf_counter(), run.budget("hpo")
     say(f"[hpo] {len(s.families)} families ({', '.join(s.families)}), {s.hpo['num_samples']} trials each, "
-        f"up to {s.hpo['max_epochs']} epochs, budget {s.hpo['time_budget_s'] or 'none'} s")
-    return run.call(tasks.hpo, "hpo", data_dir=run.data_dir, data_id=run.data_id, families=list(s.families),
-                    features_spec=features_spec, settings=s.hpo, resources=s.resources, seed=s.seed,
-                    run_dir=run.run_dir, tracking_uri=run.tracking_uri, ray_address=s.ray_address)
+        f"up to {s.hpo['max_epochs']} epochs, budget {s.hpo['time_budget_s'] or 'none'} s" + _allotted(budget))
+    out = run.call(tasks.hpo, "hpo", data_dir=run.data_dir, data_id=run.data_id, families=list(s.families),
+                   features_spec=features_spec, settings=s.hpo, resources=s.resources, seed=s.seed,
+                   run_dir=run.run_dir, tracking_uri=run.tracking_uri, ray_address=s.ray_address, **budget)
+    run.spent("hpo", t0)
+    return out
 
 
 def step_retrain(run: Run, hpo: dict) -> dict:
     s = run.settings
-    say(f"[retrain] top {s.retrain['top_k']} config(s) per family x {s.retrain['seeds']} seeds")
+    t0, budget = time.perf_counter(), run.budget("retrain")
+    say(f"[retrain] top {s.retrain['top_k']} config(s) per family x {s.retrain['seeds']} seeds" + _allotted(budget))
     out = run.call(tasks.retrain, "retrain", leaderboard=hpo["leaderboard"], leaderboard_digest=hpo["digest"],
                    data_dir=run.data_dir, data_id=run.data_id, settings=s.retrain, resources=s.resources,
-                   run_dir=run.run_dir, tracking_uri=run.tracking_uri, ray_address=s.ray_address)
+                   run_dir=run.run_dir, tracking_uri=run.tracking_uri, ray_address=s.ray_address, **budget)
+    run.spent("retrain", t0)
     for f in out["failed"]:
         say(f"[retrain] failed and skipped: {f}")
     return out

@@ -42,7 +42,10 @@ class LibraryCode(CachePolicy):
         return library_digest()
 
 
-CACHE = (INPUTS - "ray_address") + TASK_SOURCE + LibraryCode()
+# ``time_limit_s`` is a stage's share of a wall-clock budget, which depends on how long the stages
+# before it took, and ``budget_record`` what they spent: the budget itself is an input
+# (``time_budget_s``), its allotments and timings are not.
+CACHE = (INPUTS - "ray_address" - "time_limit_s" - "budget_record") + TASK_SOURCE + LibraryCode()
 # Worth another attempt: lost connections and timeouts (a tracking or Prefect server, a
 # cluster), and Ray's own system failures (a lost worker, node or object). Not: a missing
 # file or folder, a bad path, a permission error, or an error a trial's code raised, which
@@ -111,12 +114,22 @@ def ensure_data(data_dir: str | None, default_dir: str) -> str:
     return os.path.abspath(ensure_dataset(default_dir))
 
 
+def capped(settings: dict, time_limit_s: float | None, key: str = "time_budget_s") -> dict:
+    """``settings`` with its stage budget cut to ``time_limit_s`` (a share of the run's budget)."""
+    if not time_limit_s:
+        return settings
+    own = settings.get(key)
+    return {**settings, key: float(time_limit_s) if own is None else min(float(own), float(time_limit_s))}
+
+
 @stage_task("feature-search")
 def feature_search(data_dir: str, data_id: dict, settings: dict, resources: dict, seed: int, run_dir: str,
-                   tracking_uri: str, ray_address: str | None = None) -> dict:
+                   tracking_uri: str, ray_address: str | None = None, time_budget_s: float | None = None,
+                   time_limit_s: float | None = None) -> dict:
     """Run the feature search; returns {"name", "path" (best_features.json), "spec", "seconds"}."""
     from ..tuning.feature_search import run_feature_search
-    name = "fs-" + digest(data_id, settings, resources, seed)
+    name = "fs-" + digest(data_id, settings, resources, seed, time_budget_s)
+    settings = capped(settings, time_limit_s)
     path = os.path.join(run_dir, "feature_search", name, "best_features.json")
     t0 = time.perf_counter()
     if not os.path.exists(path):
@@ -130,10 +143,12 @@ def feature_search(data_dir: str, data_id: dict, settings: dict, resources: dict
 
 @stage_task("hpo")
 def hpo(data_dir: str, data_id: dict, families: list, features_spec: dict | None, settings: dict, resources: dict,
-        seed: int, run_dir: str, tracking_uri: str, ray_address: str | None = None) -> dict:
+        seed: int, run_dir: str, tracking_uri: str, ray_address: str | None = None,
+        time_budget_s: float | None = None, time_limit_s: float | None = None) -> dict:
     """One sweep over ``families`` (one Tune experiment per family, a share of the time budget each)."""
     from ..tuning.sweep import run_sweep, sweep_dir
-    name = "hpo-" + digest(data_id, families, features_spec, settings, resources, seed)
+    name = "hpo-" + digest(data_id, families, features_spec, settings, resources, seed, time_budget_s)
+    settings = capped(settings, time_limit_s)
     resume = os.path.exists(os.path.join(sweep_dir(run_dir, name), "sweep.json"))
     t0 = time.perf_counter()
     out = run_sweep(data_dir, list(families), name=name, resources=resources, features_spec=features_spec,
@@ -146,16 +161,17 @@ def hpo(data_dir: str, data_id: dict, families: list, features_spec: dict | None
 
 @stage_task("retrain")
 def retrain(leaderboard: str, leaderboard_digest: str, data_dir: str, data_id: dict, settings: dict,
-            resources: dict, run_dir: str, tracking_uri: str, ray_address: str | None = None) -> dict:
+            resources: dict, run_dir: str, tracking_uri: str, ray_address: str | None = None,
+            time_budget_s: float | None = None, time_limit_s: float | None = None) -> dict:
     """Multi-seed retraining of each family's top configs; the bundles land in one pool folder."""
     from .. import tracking as trk
     from ..training.retrain import run_retrain
     from ..tuning.leaderboard import set_leaderboard_view
     from .identity import bundles_identity
-    name = "rt-" + digest(leaderboard_digest, data_id, settings, resources)
+    name = "rt-" + digest(leaderboard_digest, data_id, settings, resources, time_budget_s)
     t0 = time.perf_counter()
     out = run_retrain(leaderboard, data_dir=data_dir, resources=resources, ray_address=ray_address,
-                      tracking_uri=tracking_uri, run_dir=run_dir, name=name, **settings)
+                      tracking_uri=tracking_uri, run_dir=run_dir, name=name, time_budget_s=time_limit_s, **settings)
     exp = trk.ensure_experiment("retrain", tracking_uri, run_dir)
     members = [{"name": r["name"], "family": r["family"], "seed": r["seed"],
                 **{k: r["metrics"].get(k) for k in ("tune_mean", "report_mean", "fraction_of_oracle")}}
@@ -236,7 +252,7 @@ def score(zip_path: str, zip_digest: str, data_dir: str, data_id: dict, split: d
 
 
 @stage_task("log-submission", retries=2)
-def log_submission(summary: dict, tracking_uri: str, run_dir: str) -> dict:
+def log_submission(summary: dict, tracking_uri: str, run_dir: str, budget_record: dict | None = None) -> dict:
     """One run in the MLflow experiment "submission": score metrics, the zip and the leaderboard as artifacts."""
     import mlflow
     from .. import tracking as trk
@@ -258,6 +274,9 @@ def log_submission(summary: dict, tracking_uri: str, run_dir: str) -> dict:
         mlflow.log_artifact(summary["package"]["zip"])
         mlflow.log_artifact(summary["ensemble"]["spec_path"])
         mlflow.log_text(summary["ensemble"]["table"], "ensemble_comparison.txt")
+        if budget_record:
+            mlflow.log_dict(budget_record, "time_budget.json")
+            mlflow.log_metric("time_budget_s", float(budget_record["total_s"]))
         if summary.get("hpo"):
             mlflow.log_artifact(summary["hpo"]["leaderboard"])
             mlflow.log_text(summary["hpo"]["table"], "leaderboard.txt")

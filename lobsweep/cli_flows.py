@@ -14,6 +14,8 @@ import os
 from .cli import _args, command
 
 OPTIONS = {   # CLI flag -> (flows parameter, type, help)
+    "--time-budget": ("time_budget", str, "one wall-clock budget for the whole run (300, 90s, 5m, 2h), shared out "
+                                          "over the stages by a printed plan; counts stay as caps"),
     "--families": ("families", str, "comma-separated families, or all (default)"),
     "--num-samples": ("num_samples", int, "HPO trials per family"),
     "--max-epochs": ("max_epochs", int, "epochs an HPO trial may get"),

@@ -59,9 +59,11 @@ class StandIns:
 
     def __init__(self, bundles):
         self.bundles, self.calls = bundles, {"feature-search": 0, "hpo": 0, "retrain": 0}
+        self.budgets = {}                    # the stage budget each stand-in was given (seconds or None)
 
     def feature_search(self, data_dir, *, name, run_dir, **kw):
         self.calls["feature-search"] += 1
+        self.budgets["feature-search"] = kw.get("time_budget_s")
         d = os.path.join(run_dir, "feature_search", name)
         os.makedirs(d)
         json.dump({"spec": {}}, open(os.path.join(d, "best_features.json"), "w"))
@@ -69,6 +71,7 @@ class StandIns:
 
     def sweep(self, data_dir, families, *, name, run_dir, **kw):
         self.calls["hpo"] += 1
+        self.budgets["hpo"] = kw.get("time_budget_s")
         d = os.path.join(run_dir, "sweeps", name)
         os.makedirs(d, exist_ok=True)
         board = {"format": BOARD_FORMAT, "sweep": name, "top_k": 1, "counts": {}, "families": {}, "overall": []}
@@ -79,6 +82,7 @@ class StandIns:
 
     def retrain(self, leaderboard, *, run_dir, name, **kw):
         self.calls["retrain"] += 1
+        self.budgets["retrain"] = kw.get("time_budget_s")
         out = os.path.join(run_dir, "checkpoints", name)
         results = []
         for b in self.bundles:
@@ -143,6 +147,29 @@ def test_full_search_is_cached_and_reruns_what_changed(harness, stand_ins, data_
     assert stand_ins.calls == {"feature-search": 2, "hpo": 2, "retrain": 2}
 
 
+def test_time_budget_is_shared_out_reported_and_does_not_break_the_cache(harness, stand_ins, data_dir, tmp_path,
+                                                                           capsys, caplog):
+    from mlflow.tracking import MlflowClient
+    from lobsweep.flows.budget import SHARES
+    from lobsweep.flows.full_search import full_search
+    kw = dict(data_dir=data_dir, run_dir=str(tmp_path / "runs"), families="gru", profile="demo", time_budget="10m")
+    caplog.set_level("INFO")
+    first = full_search(**kw)
+    b = stand_ins.budgets
+    assert b["feature-search"] <= 60.0                          # the profile's own stage budget stays a cap
+    assert 0 < b["hpo"] <= 200.0 and 0 < b["retrain"] <= 600 * SHARES["retrain"] / SHARES["finish"]
+    out = capsys.readouterr().out + caplog.text                 # stdout, or the flow run log
+    assert "time budget 10:00" in out and "== time budget" in out
+    client = MlflowClient(tracking_uri=first["tracking_uri"])
+    arts = {a.path for a in client.list_artifacts(first["submission_run"]["run_id"])}
+    assert "time_budget.json" in arts
+    second = full_search(**kw)                                  # allotments differ, the cache still hits
+    assert not any(v for k, v in ran(second).items() if k != "data"), ran(second)
+    assert stand_ins.calls == {"feature-search": 1, "hpo": 1, "retrain": 1}
+    third = full_search(**{**kw, "time_budget": "20m"})        # another budget is another run
+    assert ran(third)["hpo"] and stand_ins.calls["hpo"] == 2
+
+
 @pytest.mark.parametrize("exc, retried", [
     (UserError("bad value"), False), (ValueError("a bug"), False),
     (FileNotFoundError("runs/retrain/rt-1/retrain.json.tmp"), False), (PermissionError("read-only run folder"), False),
@@ -182,6 +209,7 @@ def test_lost_ray_workers_are_transient_but_errors_raised_inside_tasks_are_judge
     (["--tracking-uri", "mlflow.db"], "--tracking-uri must be a URI"),
     (["--ray-address", "head node"], "--ray-address must be host:port"),
     (["--data", "/no/such/folder"], "/no/such/folder: not a directory"),
+    (["--time-budget", "5 parsecs"], "--time-budget must look like 300, 90s, 5m or 2h"),
 ])
 def test_bad_parameters_fail_in_one_line_before_anything_is_written(args, needle, tmp_path, capsys):
     run_dir = tmp_path / "runs"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 
@@ -109,8 +110,15 @@ def _key(job: dict) -> dict:
 def run_retrain(sweep: str, *, top_k: int = 2, seeds: int = 2, data_dir: str | None = None,
                 resources=None, ray_address: str | None = None, tracking_uri: str | None = None,
                 run_dir: str | None = None, name: str | None = None, max_epochs: int | None = None,
-                use_mlflow: bool = True, folds: int | None = None, final: bool = False) -> dict:
-    """Retrain the sweep's top-K configs per family with ``seeds`` seeds each. Returns the summary."""
+                use_mlflow: bool = True, folds: int | None = None, final: bool = False,
+                time_budget_s: float | None = None) -> dict:
+    """Retrain the sweep's top-K configs per family with ``seeds`` seeds each. Returns the summary.
+
+    Each member early-stops on tune (patience) within its epoch cap. ``time_budget_s`` bounds the
+    stage: the members run in waves of as many as fit the cluster at once, and each gets the
+    wave's share as its ``time_limit_s`` (no epoch starts that would end past it). It does not
+    apply to bagged members (a reduced path: they train one after another, unbounded).
+    """
     if folds is not None or final:      # k-fold bagged members: training/bag_retrain.py
         from .bag_retrain import run_bagged_retrain
         return run_bagged_retrain(sweep, folds=folds or 0, final=final, top_k=top_k, seeds=seeds, data_dir=data_dir,
@@ -157,8 +165,12 @@ def run_retrain(sweep: str, *, top_k: int = 2, seeds: int = 2, data_dir: str | N
         stage.score(r["metrics"].get("tune_mean"))
     if todo:
         with ray_session(ray_address, num_cpus=None, log_dir=root) as ray:
+            from ..tuning.ray_setup import default_concurrency
+            waves = math.ceil(len(todo) / default_concurrency(res))
             for j in todo:
                 j["threads"] = max(1, int(res["cpu"]))
+                if time_budget_s:               # ~15% of each share for process start-up and data
+                    j["train_config"] = {**j["train_config"], "time_limit_s": 0.85 * float(time_budget_s) / waves}
             remote = ray.remote(num_cpus=res["cpu"], num_gpus=res["gpu"], max_retries=1)(_run_job)
             pending = [remote.remote(j, data_dir, out_root, prepare_kwargs, tracking) for j in todo]
             while pending:
