@@ -285,7 +285,7 @@ def test_time_budget_stops_cleanly_and_keeps_finished_trials(ray_local, data_dir
     """A joint sweep (the family is a searched dimension) cut short by its time budget."""
     from mlflow.tracking import MlflowClient
     from lobsweep.tuning import run_sweep
-    budget = 30.0
+    budget = 45.0
     out = run_sweep(data_dir, ["gru", "lstm"], name="budget", run_dir=str(tmp_path / "runs"), joint=True,
                     num_samples=1000, max_epochs=2, grace_period=2, time_budget_s=budget, max_concurrent=4,
                     spaces={"gru": TINY, "lstm": TINY})

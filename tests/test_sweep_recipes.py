@@ -12,8 +12,6 @@ import glob
 import json
 import os
 import pickle
-import shutil
-import tempfile
 
 import pytest
 
@@ -47,10 +45,8 @@ def data_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ray_local():
     from lobsweep.tuning.ray_setup import ray_session
-    tmp = tempfile.mkdtemp(prefix="lsr-", dir="/tmp")
-    with ray_session(num_cpus=2, temp_dir=tmp) as ray:
+    with ray_session(num_cpus=2) as ray:
         yield ray
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture

@@ -18,12 +18,12 @@ report metrics).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
 from ..errors import UserError
 from .bagging import NO_HONEST_SCORE, train_bagged_member
+from .retrain import write_summary
 
 
 def run_bagged_retrain(sweep: str, *, folds: int, final: bool = False, fold_seed: int = 0, top_k: int = 2,
@@ -87,11 +87,4 @@ def run_bagged_retrain(sweep: str, *, folds: int, final: bool = False, fold_seed
                "failed": [r for r in results if not r["ok"]], "results": results, "folds": folds,
                "final": final, "fold_seed": fold_seed, "seconds": time.perf_counter() - t0,
                **({"note": NO_HONEST_SCORE} if final else {})}
-    path = os.path.join(root, "retrain.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(summary, f, indent=1, default=str)
-    os.replace(path + ".tmp", path)
-    summary["path"] = path
-    if not ok:
-        raise UserError(f"every bagged retrain failed; first error: {summary['failed'][0]['error']}")
-    return summary
+    return write_summary(root, summary, "bagged retrain")

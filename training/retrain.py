@@ -189,13 +189,18 @@ def run_retrain(sweep: str, *, top_k: int = 2, seeds: int = 2, data_dir: str | N
                "results": sorted(results, key=lambda r: r["name"]), "seconds": time.perf_counter() - t0}
     if ok and use_mlflow:
         _diversity_report(summary, parent.info.run_id)
+    return write_summary(root, summary, "retrain")
+
+
+def write_summary(root: str, summary: dict, what: str) -> dict:
+    """``root/retrain.json`` written atomically; a stage where every member failed raises after writing it."""
     path = os.path.join(root, "retrain.json")
     with open(path + ".tmp", "w") as f:
         json.dump(summary, f, indent=1, default=str)
     os.replace(path + ".tmp", path)
     summary["path"] = path
-    if not ok:
-        raise UserError(f"every retrain failed; first error: {failed[0]['error']}")
+    if not summary["bundles"]:
+        raise UserError(f"every {what} failed; first error: {summary['failed'][0]['error']}")
     return summary
 
 

@@ -258,20 +258,29 @@ def _search(plan: _Plan, trk: _Tracking | None) -> dict:
     time_left = None if plan.time_budget_s is None else max(1.0, plan.time_budget_s - (time.time() - started))
     cands = _candidates(_run_candidates(plan, trk, time_left))
     _write_json(plan.path("trials.json"), cands)
-    if not cands or cands[0]["status"] != "completed":
-        raise UserError(f"feature search {plan.name!r}: no candidate finished within the budget "
-                        f"({len(cands)} started); give it more time or fewer epochs")
-    best = cands[0]
-    importance = group_importance(plan.data_dir, best["bundle"], plan.path("cache"), seed=plan.proxy.seed)
+    done = [c for c in cands if c["status"] == "completed"]
+    if done and done[0]["proxy_tune_mean"] > raw["proxy_tune_mean"]:
+        best = done[0]
+        importance = group_importance(plan.data_dir, best["bundle"], plan.path("cache"), seed=plan.proxy.seed)
+        _save_figure(importance, best["groups"], plan.path("importance.png"))
+    else:
+        # The search must pay for itself: no candidate beat the raw inputs on tune, or none finished
+        # within the budget; the raw pipeline (always scored first) is the answer, said plainly.
+        why = "no candidate finished within the budget" if not done else \
+            f"no candidate beat the raw inputs on tune ({done[0]['proxy_tune_mean']:.4f} <= {raw['proxy_tune_mean']:.4f})"
+        log.warning("feature search %s: %s; keeping the raw pipeline", plan.name, why)
+        best = {"spec": RAW_SPEC, "groups": "raw", "proxy_tune_mean": raw["proxy_tune_mean"],
+                "trial_id": "raw-baseline", "metrics": {k: raw[k] for k in ("n_features", "proxy_tune_t0",
+                                                                           "proxy_tune_t1")}, "why": why}
+        importance = {"groups": {}, "note": why}
     _write_json(plan.path("importance.json"), importance)
-    _save_figure(importance, best["groups"], plan.path("importance.png"))
     m = best["metrics"]
     summary = {"name": plan.name, "spec": best["spec"], "groups": best["groups"],
                "proxy_tune_mean": best["proxy_tune_mean"], "raw_proxy_tune_mean": raw["proxy_tune_mean"],
                "n_features": int(m["n_features"]), "raw_n_features": raw["n_features"],
                "proxy_tune_t0": m.get("proxy_tune_t0"), "proxy_tune_t1": m.get("proxy_tune_t1"),
                "raw_proxy_tune_t0": raw["proxy_tune_t0"], "raw_proxy_tune_t1": raw["proxy_tune_t1"],
-               "trial_id": best["trial_id"], "n_candidates": len(cands),
+               "trial_id": best["trial_id"], "n_candidates": len(cands), "raw_kept": best.get("why"),
                "n_completed": sum(c["status"] == "completed" for c in cands),
                "importance": {g: v["importance"] for g, v in importance["groups"].items()},
                "search": plan.record(), "seconds": time.time() - started,
@@ -309,7 +318,8 @@ def _finish_tracking(trk: _Tracking, summary: dict, plan: _Plan, trial_id: str) 
                              "gain_over_raw": summary["proxy_tune_mean"] - summary["raw_proxy_tune_mean"],
                              **{f"importance_{g}": v for g, v in summary["importance"].items()}})
     for f in (BEST_FILE, "importance.png", "importance.json", "trials.json"):
-        trk.client.log_artifact(trk.parent, plan.path(f))
+        if os.path.exists(plan.path(f)):                # no importance plot when the raw pipeline is kept
+            trk.client.log_artifact(trk.parent, plan.path(f))
     for k, v in spec_params(summary["spec"]).items():
         trk.client.set_tag(trk.parent, f"winner.{k}", v[:500])
     trk.client.set_tag(trk.parent, "winner", trial_id)
