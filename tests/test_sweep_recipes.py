@@ -169,3 +169,23 @@ def test_asha_never_stops_a_recipe_trial_but_records_its_score():
     assert act["plain"] == TrialScheduler.STOP and act["recipe"] == TrialScheduler.CONTINUE
     end = sched.on_trial_result(None, trials["recipe"], {"training_iteration": 9, "tune_mean": 0.02})
     assert end == TrialScheduler.STOP                   # at max_t a recipe ends like any trial
+
+
+def test_joint_sweep_enqueues_recipes_through_the_define_by_run_space():
+    """--joint: the searcher's first suggestions are the recipes, family included (no Ray run needed)."""
+    from lobsweep.search_spaces import sweep_space
+    from lobsweep.search_spaces.adapter import joint_define_by_run
+    from lobsweep.search_spaces.recipes import fit_recipes
+    from lobsweep.tuning.driver import ExperimentSettings, make_searcher
+    from lobsweep.tuning.schedulers import matches
+    spaces, points = {}, []
+    for fam in ("gru", "lstm"):
+        spaces[fam], pts, _ = fit_recipes(fam, sweep_space(fam), joint=True)
+        points += pts
+    keep = [{k: v for k, v in p.items() if k != "recipe"} for p in points]
+    searcher = make_searcher(joint_define_by_run(spaces),
+                             ExperimentSettings(num_samples=8, max_t=2, points_to_evaluate=keep))
+    got = [searcher.suggest(f"t{i}") for i in range(len(keep) + 1)]
+    for cfg, want in zip(got, keep):
+        assert matches(cfg, want) and cfg["family"] == want["family"]
+    assert not any(matches(got[-1], w) for w in keep)          # then the searcher samples on its own
