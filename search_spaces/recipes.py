@@ -23,8 +23,10 @@ The public record of the competition (leaderboard unless marked valid):
   cosine schedule that fits any epoch budget, z-normalised raw inputs.
 
 In a sweep a recipe's model and training options are enqueued as a first
-trial (``recipe_points``); the sweep's own feature pipeline, epoch budget and
-fixed training options still apply to it, like to every trial.
+trial (``fit_recipes``); the sweep's own feature pipeline, epoch budget and
+fixed training options still apply to it, like to every trial. ASHA records
+its scores but never stops it (tuning/schedulers.py), so a sweep's leaderboard
+always holds its recipes and cannot end below the best of them on tune.
 """
 
 from __future__ import annotations

@@ -1,6 +1,9 @@
 """The sweep driver: ASHA really prunes, NaN trials fail alone, resume after SIGKILL, budgets,
 a multi-node cluster with fractional logical GPUs, and MLflow runs that lose nothing.
 
+These sweeps run with ``recipes=False``: they test the driver on tiny trials, and the
+full-size recipes (enqueued by default) are tested in test_sweep_recipes.py.
+
 Slow tests share tiny synthetic data (24 fit / 12 valid sequences) and a tiny
 GRU space; they share one local Ray session where they can (Ray takes 5-20 s
 to start). The resume test runs its sweeps in subprocesses of their own, and
@@ -141,7 +144,7 @@ def _child_script(data_dir: str, run_dir: str, resume: bool) -> str:
         space = {{"gru": {TINY!r}}}
         run_sweep(None if {resume} else {data_dir!r}, None if {resume} else ["gru"], name="r", resume={resume},
                   run_dir={run_dir!r}, num_samples=6, max_epochs=4, grace_period=4, spaces=space,
-                  max_concurrent=2, local_cpus=2, seed=3)
+                  max_concurrent=2, local_cpus=2, seed=3, recipes=False)
     """)
 
 
@@ -237,7 +240,7 @@ def test_asha_prunes_nan_trial_fails_alone_and_mlflow_loses_nothing(ray_local, d
     run_dir, max_t = str(tmp_path / "runs"), 4
     out = run_sweep(data_dir, ["gru"], name="asha", run_dir=run_dir, num_samples=8, max_epochs=max_t,
                     grace_period=1, reduction_factor=3, spaces={"gru": TINY}, max_concurrent=4, seed=1,
-                    points_to_evaluate=[{"train.lr": 1e6}])
+                    points_to_evaluate=[{"train.lr": 1e6}], recipes=False)
     recs = out["records"]
     assert len(recs) == 8
     by_status = {s: [r for r in recs if r["status"].startswith(s)] for s in ("completed", "pruned", "failed")}
@@ -288,7 +291,7 @@ def test_time_budget_stops_cleanly_and_keeps_finished_trials(ray_local, data_dir
     budget = 45.0
     out = run_sweep(data_dir, ["gru", "lstm"], name="budget", run_dir=str(tmp_path / "runs"), joint=True,
                     num_samples=1000, max_epochs=2, grace_period=2, time_budget_s=budget, max_concurrent=4,
-                    spaces={"gru": TINY, "lstm": TINY})
+                    spaces={"gru": TINY, "lstm": TINY}, recipes=False)
     recs = out["records"]
     assert out["budget_exhausted"]
     assert 1 <= len(recs) < 1000, len(recs)
@@ -316,7 +319,7 @@ def _sweep_on(cluster, tmp: str, data_dir: str, tmp_path, live) -> dict:
         space = {**TINY, "train": {**TINY_TRAIN, "crop_len": {"type": "choice", "values": [512]}}}
         return run_sweep(data_dir, ["gru"], name="gpu", run_dir=str(tmp_path / "runs"), num_samples=4,
                          max_epochs=3, grace_period=3, ray_address=cluster.address, resources="cpu=0.5,gpu=0.5",
-                         max_concurrent=4, callbacks=[live], spaces={"gru": space})
+                         max_concurrent=4, callbacks=[live], spaces={"gru": space}, recipes=False)
     finally:
         ray.shutdown()
         cluster.shutdown()

@@ -102,13 +102,14 @@ def test_recipes_run_first_with_their_config_and_extend_warm_starts(ray_local, d
     from lobsweep.tuning import run_sweep
     from lobsweep.tuning.leaderboard import load_leaderboard
     run_dir = str(tmp_path / "runs")
-    out = run_sweep(data_dir, ["gru"], name="rec", run_dir=run_dir, num_samples=4, max_epochs=2, grace_period=2,
-                    spaces={"gru": TINY}, max_concurrent=2, seed=0, track=False)
+    out = run_sweep(data_dir, ["gru"], name="rec", run_dir=run_dir, num_samples=4, max_epochs=3, grace_period=1,
+                    reduction_factor=2, spaces={"gru": TINY}, max_concurrent=2, seed=0, track=False)
     recs = out["records"]
-    assert len(recs) == 4 and all(r["status"] == "completed" for r in recs)
+    assert len(recs) == 4
     # the recipes are the searcher's first trials, and each ran with its full config (the bundle says so)
     tagged = sorted((r for r in recs if r.get("recipe")), key=lambda r: r["recipe"])
     assert [r["recipe"] for r in tagged] == ["tiny-pearson", "tiny-wmse"]
+    assert all(r["status"] == "completed" and r["epochs"] == 3 for r in tagged)     # ASHA never stops a recipe
     first = [{k: decode_value(v) for k, v in t.params.items()} for t in _study(out["sweep_dir"], "gru").trials[:2]]
     assert first == [{k: v for k, v in _cfg(r).items() if k != "family"} for r in tagged]   # in definition order
     for r in tagged:
@@ -124,12 +125,12 @@ def test_recipes_run_first_with_their_config_and_extend_warm_starts(ray_local, d
     assert [p["recipe"] for p in meta["recipe_points"]] == ["tiny-pearson", "tiny-wmse"]
 
     # extend: 3 more trials, layers fixed to 1; nothing reruns, the searcher knows the 4 trials that fit
-    before = {r["trial_id"]: r["metrics"]["final_tune_mean"] for r in recs}
+    before = {r["trial_id"]: r["metrics"]["tune_mean"] for r in recs}
     ext = run_sweep(None, None, extend="rec", num_samples=3, set_space=["model.layers=[1]"], run_dir=run_dir)
     new = [r for r in ext["records"] if r["trial_id"] not in before]
     old = [r for r in ext["records"] if r["trial_id"] in before]
     assert len(new) == 3 and len(old) == 4 and len(ext["records"]) == 7
-    assert {r["trial_id"]: r["metrics"]["final_tune_mean"] for r in old} == before
+    assert {r["trial_id"]: r["metrics"]["tune_mean"] for r in old} == before
     assert all(_cfg(r)["model.layers"] == 1 and r["experiment"] == "gru.ext1" for r in new)
     assert len(glob.glob(os.path.join(out["sweep_dir"], "ray", "gru", "*", "result.json"))) == 4
     fits = sum(_cfg(r)["model.layers"] == 1 for r in recs)        # only these fit the narrowed space
@@ -164,3 +165,23 @@ def test_asha_never_stops_a_recipe_trial_but_records_its_score():
     assert act["plain"] == TrialScheduler.STOP and act["recipe"] == TrialScheduler.CONTINUE
     end = sched.on_trial_result(None, trials["recipe"], {"training_iteration": 9, "tune_mean": 0.02})
     assert end == TrialScheduler.STOP                   # at max_t a recipe ends like any trial
+
+
+def test_joint_sweep_enqueues_recipes_through_the_define_by_run_space():
+    """--joint: the searcher's first suggestions are the recipes, family included (no Ray run needed)."""
+    from lobsweep.search_spaces import sweep_space
+    from lobsweep.search_spaces.adapter import joint_define_by_run
+    from lobsweep.search_spaces.recipes import fit_recipes
+    from lobsweep.tuning.driver import ExperimentSettings, make_searcher
+    from lobsweep.tuning.schedulers import matches
+    spaces, points = {}, []
+    for fam in ("gru", "lstm"):
+        spaces[fam], pts, _ = fit_recipes(fam, sweep_space(fam), joint=True)
+        points += pts
+    keep = [{k: v for k, v in p.items() if k != "recipe"} for p in points]
+    searcher = make_searcher(joint_define_by_run(spaces),
+                             ExperimentSettings(num_samples=8, max_t=2, points_to_evaluate=keep))
+    got = [searcher.suggest(f"t{i}") for i in range(len(keep) + 1)]
+    for cfg, want in zip(got, keep):
+        assert matches(cfg, want) and cfg["family"] == want["family"]
+    assert not any(matches(got[-1], w) for w in keep)          # then the searcher samples on its own
