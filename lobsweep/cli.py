@@ -158,6 +158,9 @@ def _load_stage_commands() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        from .envlink import reexec_if_needed
+        reexec_if_needed(sys.argv[1:])          # Ray cannot start workers from a path with spaces
     parser = build_parser()
     args = parser.parse_args(argv)
     from .features import FeatureSpecError      # features/ is numpy-only, so it cannot subclass UserError

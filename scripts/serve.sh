@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN_DIR=$(realpath -m "${RUN_DIR:-runs}")
-BIN=${BIN:-.venv/bin}
+# through a whitespace-free link to the environment when its path holds a space (Ray needs it: envlink.py)
+BIN=${BIN:-$(.venv/bin/python -m lobsweep.envlink)/bin}
 PREFECT_PORT=${PREFECT_PORT:-4200}
 MLFLOW_PORT=${MLFLOW_PORT:-5000}
 POOL=${POOL:-lobsweep}

@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import tempfile
 
 from ..errors import UserError
@@ -127,6 +128,11 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None, num_
     if ray.is_initialized():
         yield ray
         return
+    from ..envlink import needs_link, space_free_prefix
+    if needs_link():
+        raise UserError(f"Ray cannot start its workers from an environment whose path holds whitespace "
+                        f"({sys.prefix}); run this through the `lobsweep` command, or start the process with "
+                        f"{space_free_prefix()}/bin/python")
     address = cluster_address(address)
     if address:
         log.info("joining the Ray cluster at %s", address)
