@@ -87,19 +87,25 @@ def _train_file(data_dir: str) -> LobData:
     return load(path)
 
 
+def _stacked(members, name: str, n_rows: int, where: str) -> np.ndarray:
+    """Each member's saved ``name`` predictions, checked to cover ``n_rows`` rows of ``where``: [rows, M, 2]."""
+    preds = []
+    for m in members:
+        p = load_pred(m.path, name)
+        if p.shape[0] != n_rows:
+            raise BundleError(f"{m.path}: {name} has {p.shape[0]} rows; {where} has {n_rows}")
+        preds.append(p)
+    return np.stack(preds, axis=1)
+
+
 def _train_tune_rows(members, valid, split, data_dir) -> SelectionRows:
     train = _train_file(data_dir)
     carved, _ = split_roles(train.seq_ix, split["tune_frac"], split["seed"])
     Y_tune, g_tune = _rows_of(train, carved)
-    preds = []
-    for m in members:
-        p = load_pred(m.path, "tune_pred")
-        if p.shape[0] != Y_tune.shape[0]:
-            raise BundleError(f"{m.path}: tune_pred has {p.shape[0]} rows; the carved tune split has {Y_tune.shape[0]}")
-        preds.append(p)
+    preds = _stacked(members, "tune_pred", Y_tune.shape[0], "the carved tune split")
     Y_rep, g_rep = _rows_of(valid, np.arange(valid.n_seq), offset=train.n_seq)
     P_rep = np.stack([m.valid_pred for m in members], axis=1)
-    return SelectionRows(np.stack(preds, axis=1), Y_tune, g_tune, P_rep, Y_rep, g_rep,
+    return SelectionRows(preds, Y_tune, g_tune, P_rep, Y_rep, g_rep,
                          np.ones(P_rep.shape[0], dtype=bool), "tune-from-train")
 
 
@@ -114,15 +120,10 @@ def _oof_rows(members, valid, data_dir) -> SelectionRows:
     Y_tr, g_tr = _rows_of(train, train_idx)
     Y_va, g_va = _rows_of(valid, valid_pool_idx, offset=train.n_seq)
     Y_pool, g_pool = np.concatenate([Y_tr, Y_va]), np.concatenate([g_tr, g_va])
-    preds = []
-    for m in members:
-        p = load_pred(m.path, "oof_pred")
-        if p.shape[0] != Y_pool.shape[0]:
-            raise BundleError(f"{m.path}: oof_pred has {p.shape[0]} rows; the pool has {Y_pool.shape[0]}")
-        preds.append(p)
+    preds = _stacked(members, "oof_pred", Y_pool.shape[0], "the pool")
     seq_of_row, _ = row_roles(valid.mask, report_idx)
     is_rep = np.isin(seq_of_row, report_idx)
     Y = valid.Y[valid.mask]
     P_rep = np.stack([m.valid_pred for m in members], axis=1)[is_rep]
-    return SelectionRows(np.stack(preds, axis=1), Y_pool, g_pool, P_rep, Y[is_rep], seq_of_row[is_rep] + train.n_seq,
+    return SelectionRows(preds, Y_pool, g_pool, P_rep, Y[is_rep], seq_of_row[is_rep] + train.n_seq,
                          is_rep, "oof", honest=not bag["final"])
