@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import DataError
+from ..errors import DataError, UserError
 from .contract import ALL_COLS, FEATURE_COLS, ID_COLS, N_FEATURES, SEQ_LEN, TARGET_COLS, WARMUP
 
 
@@ -243,6 +243,14 @@ def data_paths(data_dir: str) -> dict[str, str]:
     """The contract file names inside a ``--data DIR`` folder."""
     names = {"train": "train.parquet", "valid": "valid.parquet", "oracle_valid": "oracle_valid.parquet"}
     return {k: os.path.join(str(data_dir), v) for k, v in names.items()}
+
+
+def load_role(data_dir: str, role: str, needed_for: str) -> LobData:
+    """The ``role`` file of ``data_dir`` (``load``), or one UserError saying what needed it."""
+    path = data_paths(data_dir)[role]
+    if not os.path.exists(path):
+        raise UserError(f"--data {data_dir}: no {os.path.basename(path)} ({needed_for})")
+    return load(path)
 
 
 def load_oracle(path: str, like: LobData) -> np.ndarray:

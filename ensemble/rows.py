@@ -22,12 +22,11 @@ train count. Shapes: ``P[N, M, 2]``, ``Y[N, 2]``, ``groups[N]``.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..data.loader import LobData, data_paths, load
+from ..data.loader import LobData, load_role
 from ..data.splits import row_roles, split_roles
 from ..errors import UserError
 from ..training.bundle import Bundle, BundleError, load_pred
@@ -81,10 +80,7 @@ def selection_rows(members: list[Bundle], valid: LobData, split: dict, data_dir:
 
 
 def _train_file(data_dir: str) -> LobData:
-    path = data_paths(data_dir)["train"]
-    if not os.path.exists(path):
-        raise UserError(f"{data_dir}: no train.parquet; these members select on train rows, pass --data DIR")
-    return load(path)
+    return load_role(data_dir, "train", "these members select on train rows; pass --data DIR")
 
 
 def _stacked(members, name: str, n_rows: int, where: str) -> np.ndarray:

@@ -114,12 +114,12 @@ def ensure_data(data_dir: str | None, default_dir: str) -> str:
     return os.path.abspath(ensure_dataset(default_dir))
 
 
-def capped(settings: dict, time_limit_s: float | None, key: str = "time_budget_s") -> dict:
-    """``settings`` with its stage budget cut to ``time_limit_s`` (a share of the run's budget)."""
+def capped(settings: dict, time_limit_s: float | None) -> dict:
+    """``settings`` with its ``time_budget_s`` cut to ``time_limit_s`` (a share of the run's budget)."""
     if not time_limit_s:
         return settings
-    own = settings.get(key)
-    return {**settings, key: float(time_limit_s) if own is None else min(float(own), float(time_limit_s))}
+    own = settings.get("time_budget_s")
+    return {**settings, "time_budget_s": float(time_limit_s) if own is None else min(float(own), float(time_limit_s))}
 
 
 @stage_task("feature-search")

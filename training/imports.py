@@ -33,7 +33,7 @@ import tempfile
 
 import numpy as np
 
-from ..data.loader import LobData, data_paths, load
+from ..data.loader import LobData, data_paths, load, load_role
 from ..data.splits import split_info
 from ..errors import UserError
 from .bundle import Bundle, BundleError, find_bundles, load_bundle, validate_bundle
@@ -140,11 +140,8 @@ def import_checkpoints(src: str, data_dir: str, *, run_dir: str | None = None, t
     return {"accepted": accepted, "rejected": rejected, "pool": pool_dir(run_dir), "event": event}
 
 
-def _train_file(data_dir: str):
-    path = data_paths(data_dir)["train"]
-    if not os.path.exists(path):
-        raise UserError(f"--data {data_dir}: no train.parquet to check bagged members' fold assignment against")
-    return load(path)
+def _train_file(data_dir: str) -> LobData:
+    return load_role(data_dir, "train", "bagged members' fold assignment is checked against it")
 
 
 def announce(pool: str, data_dir: str, bundles: list[str]) -> str | None:

@@ -128,11 +128,6 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None, num_
     if ray.is_initialized():
         yield ray
         return
-    from ..envlink import needs_link, space_free_prefix
-    if needs_link():
-        raise UserError(f"Ray cannot start its workers from an environment whose path holds whitespace "
-                        f"({sys.prefix}); run this through the `lobsweep` command, or start the process with "
-                        f"{space_free_prefix()}/bin/python")
     address = cluster_address(address)
     if address:
         log.info("joining the Ray cluster at %s", address)
@@ -142,6 +137,11 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None, num_
         finally:
             ray.shutdown()
         return
+    from ..envlink import needs_link, space_free_prefix
+    if needs_link():            # a local instance starts its workers from this environment's paths
+        raise UserError(f"Ray cannot start its workers from an environment whose path holds whitespace "
+                        f"({sys.prefix}); run this through the `lobsweep` command, or start the process with "
+                        f"{space_free_prefix()}/bin/python")
     tmp = _short_temp_dir()
     try:
         with loopback_only():
