@@ -21,13 +21,17 @@ setup: $(BIN)/python
 demo: setup
 	$(BIN)/lobsweep full-search --profile demo --run-dir $(RUN_DIR)
 
+# The tests run through a whitespace-free link to the environment (lobsweep/envlink.py): in a
+# checkout whose path holds a space, Ray could not start workers from .venv's own path.
+TEST_PY = "$$($(BIN)/python -m lobsweep.envlink)/bin/python"
+
 # The whole suite, slow end-to-end tests included (CI runs this).
 test: setup
-	$(BIN)/python -m pytest -q
+	$(TEST_PY) -m pytest -q
 
 # Local loop: skip the slow end-to-end tests.
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(TEST_PY) -m pytest -q -m "not slow"
 
 # Prefect server + work pool + worker and an MLflow server with the UI, all on 127.0.0.1.
 serve: setup
