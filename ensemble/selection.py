@@ -6,11 +6,15 @@ sequence-grouped folds so that fitted methods do not get credit for fitting
 noise. The report split is only scored, with a sequence bootstrap CI, and
 decides nothing: not the method, not the fallback to uniform.
 
-The fallback is decided on tune too. The fitted method with the best
-cross-fitted tune score is used only when its gain over uniform is larger
-than its noise: the lower bound of a paired sequence-bootstrap 90% CI of
-(fitted - uniform) on the cross-fitted tune predictions must be above 0
-(a one-sided 5% test). Otherwise uniform is used. Whatever is used is then
+The fallback is decided on tune too. The reference is uniform, or the
+*floor* when one is given and scores higher on tune: the floor is the
+strongest default's members (the best recipe's seeds, retrain's
+``floor.json``), averaged. The fitted method with the best cross-fitted tune
+score is used only when its gain over the reference is larger than its
+noise: the lower bound of a paired sequence-bootstrap 90% CI of (fitted -
+reference) on the cross-fitted tune predictions must be above 0 (a
+one-sided 5% test). Otherwise the reference is used. So on tune the
+ensemble can match the floor or beat it, never be forced below it. Whatever is used is then
 reported on report as it is; when a used fitted method scores below
 uniform there, the report says so instead of switching.
 
@@ -155,8 +159,9 @@ class EnsembleReport:
     reason: str
     results: list[MethodResult]
     budget: float | None = None
-    tune_gain: dict | None = None       # {"gain", "lo", "hi", "level"} of chosen - uniform on tune
+    tune_gain: dict | None = None       # {"gain", "lo", "hi", "level"} of chosen - reference on tune
     report_note: str = ""
+    reference: str = "uniform"          # what a fitted method had to beat: uniform, or the floor
     weights: np.ndarray = field(init=False)
     scale: np.ndarray = field(init=False)
 
@@ -176,7 +181,7 @@ class EnsembleReport:
         weights, scale, members, cross-fitted tune score and report CIs."""
         return {"chosen": self.chosen, "used": self.used,
                 "fell_back_to_uniform": self.fell_back_to_uniform, "reason": self.reason,
-                "tune_gain": self.tune_gain, "report_note": self.report_note,
+                "tune_gain": self.tune_gain, "report_note": self.report_note, "reference": self.reference,
                 "budget": None if self.budget is None else float(self.budget), "table": self.table(),
                 "methods": {r.method: {"weights": r.weights.tolist(), "scale": r.scale.tolist(),
                                        "members": r.members, "tune_cv": r.tune_cv,
@@ -192,7 +197,7 @@ def _best_single(P, Y, costs, budget) -> np.ndarray:
     return uniform_weights(P.shape[1], [int(np.argmax(s))])
 
 
-def _method_fns(n_members, costs, budget, options) -> dict:
+def _method_fns(n_members, costs, budget, options, floor=None) -> dict:
     """Method name -> ``fn(P, Y) -> W`` with the budget and options bound."""
     opts = {k: dict(v) for k, v in (options or {}).items()}
     if set(opts) - {"greedy", "weighted"}:
@@ -201,10 +206,13 @@ def _method_fns(n_members, costs, budget, options) -> dict:
     def uniform(P, Y):
         return uniform_weights(n_members, top_members_within_budget(P, Y, costs=costs, budget=budget))
 
-    return {"uniform": uniform,
-            "greedy": partial(greedy_selection, costs=costs, budget=budget, **opts.get("greedy", {})),
+    fns = {"uniform": uniform,
+           "greedy": partial(greedy_selection, costs=costs, budget=budget, **opts.get("greedy", {})),
             "weighted": partial(weighted_blend, costs=costs, budget=budget, **opts.get("weighted", {})),
-            "best_single": partial(_best_single, costs=costs, budget=budget)}
+           "best_single": partial(_best_single, costs=costs, budget=budget)}
+    if floor:
+        fns["floor"] = lambda P, Y: uniform_weights(n_members, list(floor))
+    return fns
 
 
 def _evaluate(name, fn, P_tune, Y_tune, g_tune, P_rep, Y_rep, g_rep, costs, *,
@@ -239,7 +247,7 @@ def tune_gain(Y, pred, pred_ref, groups, n_boot: int = 200, seed: int = 0, level
 
 def select_ensemble(P_tune, Y_tune, groups_tune, P_report, Y_report, groups_report, *,
                     costs=None, budget=None, methods=METHODS, seed=0, n_folds=5, n_boot=200,
-                    options=None) -> EnsembleReport:
+                    options=None, floor=None) -> EnsembleReport:
     """Fit every method on tune, choose by cross-fitted tune score, report all.
 
     ``methods`` picks from ("uniform", "greedy", "weighted"); uniform is always
@@ -249,8 +257,10 @@ def select_ensemble(P_tune, Y_tune, groups_tune, P_report, Y_report, groups_repo
     "best_single" but is not a candidate. A post-scale is used by a fitted
     method only when it raises that method's cross-fitted tune score. The
     best fitted method replaces uniform only when its tune gain clears its
-    noise (``tune_gain``, lower 90% bound > 0). Nothing here reads the report
-    arrays except to score the finished choices.
+    noise (``tune_gain``, lower 90% bound > 0). ``floor`` (member indices)
+    adds the "floor" row, their plain average, which becomes the reference in
+    place of uniform when it scores higher on tune. Nothing here reads the
+    report arrays except to score the finished choices.
     """
     P_tune, Y_tune = check_inputs(P_tune, Y_tune)
     P_report, Y_report = check_inputs(P_report, Y_report)
@@ -261,9 +271,16 @@ def select_ensemble(P_tune, Y_tune, groups_tune, P_report, Y_report, groups_repo
     if unknown:
         raise UserError(f"unknown ensemble method(s) {unknown}; choose from {list(METHODS)}")
     names = ["uniform"] + [m for m in dict.fromkeys(methods) if m != "uniform"]
-    fns = _method_fns(P_tune.shape[1], costs, budget, options)
+    floor = sorted({int(i) for i in floor or []})
+    if floor and (min(floor) < 0 or max(floor) >= P_tune.shape[1]):
+        raise UserError(f"floor members {floor} are not all among the {P_tune.shape[1]} members")
+    if floor and costs is not None and budget is not None and costs[floor].sum() > budget:
+        floor = []                      # a floor the latency budget cannot hold is no option
+    if floor:
+        names.append("floor")
+    fns = _method_fns(P_tune.shape[1], costs, budget, options, floor)
     data = (P_tune, Y_tune, groups_tune, P_report, Y_report, groups_report, costs)
-    results = [_evaluate(n, fns[n], *data, allow_scale=n != "uniform", n_folds=n_folds,
+    results = [_evaluate(n, fns[n], *data, allow_scale=n not in ("uniform", "floor"), n_folds=n_folds,
                          n_boot=n_boot, seed=seed) for n in names + ["best_single"]]
 
     candidates = [r for r in results if r.method in names]
@@ -273,29 +290,36 @@ def select_ensemble(P_tune, Y_tune, groups_tune, P_report, Y_report, groups_repo
 
 def _decide(best: MethodResult, results: list[MethodResult], Y_tune, groups_tune, n_boot, seed,
             budget) -> EnsembleReport:
-    """Uniform or the best fitted method, from tune alone; report only described."""
+    """The reference (uniform, or the floor when it is higher on tune) or the best fitted method,
+    from tune alone; report only described."""
     uni = results[0]
-    u_cv = uni.tune_cv["mean"]
+    ref = uni
+    floor = next((r for r in results if r.method == "floor"), None)
+    if floor is not None and floor.tune_cv["mean"] > uni.tune_cv["mean"]:
+        ref = floor
+    r_cv = ref.tune_cv["mean"]
     gain = None
-    if best.method == "uniform":
-        used, fell_back = "uniform", False
-        reason = f"uniform had the best cross-fitted tune score ({u_cv:.4f})"
+    if best.method in ("uniform", "floor") or best is ref:
+        used, fell_back = ref.method, False
+        reason = f"{ref.method} had the best cross-fitted tune score ({r_cv:.4f})"
+        if ref is floor:
+            reason += f", above uniform's {uni.tune_cv['mean']:.4f}"
     else:
-        gain = tune_gain(Y_tune, best.tune_pred, uni.tune_pred, groups_tune, n_boot, seed)
+        gain = tune_gain(Y_tune, best.tune_pred, ref.tune_pred, groups_tune, n_boot, seed)
         ci = f"{100 * gain['level']:.0f}% CI [{gain['lo']:+.4f}, {gain['hi']:+.4f}]"
         if gain["lo"] > 0:
             used, fell_back = best.method, False
             reason = (f"{best.method} had the best cross-fitted tune score ({best.tune_cv['mean']:.4f} vs "
-                      f"uniform {u_cv:.4f}); its gain {gain['gain']:+.4f} on tune ({ci}) is above its noise")
+                      f"{ref.method} {r_cv:.4f}); its gain {gain['gain']:+.4f} on tune ({ci}) is above its noise")
         else:
-            used, fell_back = "uniform", True
+            used, fell_back = ref.method, True
             reason = (f"{best.method} had the best cross-fitted tune score ({best.tune_cv['mean']:.4f} vs "
-                      f"uniform {u_cv:.4f}) but its gain {gain['gain']:+.4f} on tune ({ci}) is within noise, "
-                      "so the uniform average is used")
+                      f"{ref.method} {r_cv:.4f}) but its gain {gain['gain']:+.4f} on tune ({ci}) is within noise, "
+                      f"so the {'uniform average' if ref is uni else 'floor (the strongest default)'} is used")
     note = ""
     used_rep = next(r for r in results if r.method == used).report["mean"][0]
-    if used != "uniform" and used_rep < uni.report["mean"][0]:
-        note = (f"{used} scores {used_rep:.4f} on report, below uniform's {uni.report['mean'][0]:.4f}; "
+    if used != ref.method and used_rep < ref.report["mean"][0]:
+        note = (f"{used} scores {used_rep:.4f} on report, below {ref.method}'s {ref.report['mean'][0]:.4f}; "
                 "kept because the choice is made on tune, never on report")
-    return EnsembleReport(best.method, used, fell_back, reason, results, budget=budget, tune_gain=gain,
-                          report_note=note)
+    return EnsembleReport(best.method, used, fell_back and used == "uniform", reason, results, budget=budget,
+                          tune_gain=gain, report_note=note, reference=ref.method)

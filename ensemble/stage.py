@@ -110,8 +110,9 @@ def run_ensemble(*, checkpoints: str | None = None, from_mlflow: str | None = No
     rows = selection_rows(members, valid, split, data_dir)
     costs = np.array([member_cost_ms(m.path) for m in members])
     budget = budget_from_minutes(budget_minutes, n_seq=n_seq_test, safety=safety)
+    floor = floor_members(checkpoints, members)
     rep = select_ensemble(rows.P_tune, rows.Y_tune, rows.g_tune, rows.P_report, rows.Y_report, rows.g_report,
-                          costs=costs, budget=budget, methods=methods, seed=seed, n_boot=n_boot)
+                          costs=costs, budget=budget, methods=methods, seed=seed, n_boot=n_boot, floor=floor)
     P = rows.P_report
     W = np.asarray(rep.weights)
     keep = np.flatnonzero(W.sum(axis=1) > 0)
@@ -121,6 +122,7 @@ def run_ensemble(*, checkpoints: str | None = None, from_mlflow: str | None = No
     spec = {"format": FORMAT, "members": [members[i].path for i in keep], "weights": W_keep.tolist(),
             "post_scale": [float(s) for s in np.asarray(rep.scale if rep.scale is not None else [1.0, 1.0])],
             "method": rep.used, "chosen": rep.chosen, "fell_back_to_uniform": rep.fell_back_to_uniform,
+            "reference": rep.reference, "floor": [members[i].path for i in floor],
             "reason": rep.reason, "report_note": rep.report_note, "tune_gain": rep.tune_gain,
             "selected_on": rows.selected_on, "tune_score": used_row["tune_cv_mean"],
             "honest_report": rows.honest, "report": used_row, "table": rep.table(),
@@ -140,6 +142,21 @@ def run_ensemble(*, checkpoints: str | None = None, from_mlflow: str | None = No
     if use_mlflow:
         summary.update(log_ensemble(spec, out, summary, tracking_uri, run_dir, register))
     return summary
+
+
+def floor_members(checkpoints: str | None, members: list) -> list[int]:
+    """Indices of the pool's floor members (retrain's ``floor.json``: the strongest default's
+    seeds); none for a pool without one (bundles from elsewhere, or from MLflow)."""
+    from ..training.retrain import FLOOR_FILE
+    path = os.path.join(checkpoints, FLOOR_FILE) if checkpoints else None
+    if not path or not os.path.isfile(path):
+        return []
+    try:
+        with open(path) as fh:
+            names = set(json.load(fh).get("members") or [])
+    except (OSError, ValueError, AttributeError) as exc:
+        raise UserError(f"{path}: not a floor file ({exc})") from None
+    return [i for i, m in enumerate(members) if os.path.basename(m.path) in names]
 
 
 def _oracle_report(data_dir: str, valid, report_rows: np.ndarray) -> dict | None:

@@ -1,16 +1,30 @@
-"""Parameter sets of the flows (``demo`` and ``full``) and their validation.
+"""Presets of the flows (``demo``, ``full``, ``smoke``) and their validation.
 
-A profile is plain data: the budgets of every stage. ``resolve(profile,
-**overrides)`` lays the caller's values over it, checks every one and returns
-``Settings``, so a bad value ends the flow (and the CLI, exit 2) with one line
-before anything is written or any server, Ray or MLflow store is started.
+A profile is plain data: a wall-clock budget (or none), the stages' caps and
+spaces, and the resources. ``resolve(profile, **overrides)`` lays the
+caller's values over it, checks every one and returns ``Settings``, so a bad
+value ends the flow (and the CLI, exit 2) with one line before anything is
+written or any server, Ray or MLflow store is started.
 
-``demo`` runs the whole chain on the synthetic default (512 train / 128 valid
-sequences) on 2 CPU cores in minutes: subsampled training sequences, crops of
-256 steps, 2 epochs, small models, 3 trials per family, 2 seeds of each
-family's best config. ``full`` is sized for a Ray cluster with GPUs and the
-real 10.7M-row train set: the families' default search spaces, full data,
-ASHA over 30 epochs, 3 seeds of each family's top 3 configs.
+- ``demo`` (the default preset): **5 minutes on 2 CPU cores**. The budget is
+  the interface (flows/budget.py): one joint study over the families (the
+  family is a dimension of the Optuna search, under one ASHA), each family's
+  recipe first, the families' own spaces at full size on whole sequences
+  (crops are a searchable option), epochs as ASHA's fidelity and an LR that
+  anneals by the deadline; the trials the budget cuts keep their bundles;
+  retrain adopts the best trials as members and adds seeds of the best
+  configs at their early-stopped epoch counts. ``--time-budget 20m`` keeps
+  all of that and changes the budget.
+- ``full``: sized for a Ray cluster with GPUs and the real 10.7M-row train
+  set: the families' spaces, full data, ASHA over 30 epochs, 3 seeds of each
+  family's top 3 configs, one experiment per family (joint when given a
+  time budget).
+- ``smoke``: the whole chain at the smallest fixed counts (tiny models, crops
+  of 256 steps, 2 epochs, no budget): what the tests and a quick check of a
+  new machine run. It measures nothing about model quality.
+
+The counts of a preset are caps: under a time budget a stage stops at its
+allotment or its counts, whichever comes first.
 """
 
 from __future__ import annotations
@@ -22,7 +36,7 @@ from dataclasses import dataclass, field
 
 from ..errors import UserError
 
-DEMO_SPACES = {
+SMOKE_SPACES = {
     "gru": {"hidden": {"type": "choice", "values": [16, 32]},
             "layers": {"type": "choice", "values": [1]},
             "head_hidden": {"type": "choice", "values": [16]}},
@@ -46,35 +60,50 @@ DEMO_SPACES = {
             "heads": {"type": "choice", "values": [2]},
             "head_hidden": {"type": "choice", "values": [16]}},
 }
-DEMO_TRAIN_SPACE = {
+SMOKE_TRAIN_SPACE = {
     "lr": {"type": "float", "low": 1e-3, "high": 6e-3, "log": True},
     "batch_size": {"type": "choice", "values": [16, 32]},
     "loss": {"type": "choice", "values": ["wmse", "combo"]},
 }
 
+SMOKE = {
+    "time_budget": None,
+    "feature_search": {"num_samples": 4, "max_epochs": 1, "max_train_seqs": 128, "time_budget_s": 60.0},
+    "hpo": {"num_samples": 3, "max_epochs": 2, "grace_period": 1, "reduction_factor": 3.0,
+            "time_budget_s": 200.0, "max_train_seqs": 256, "top_k": 1,
+            # crops of 256 steps (32 of burn-in) keep an epoch to seconds on a CPU core
+            "train_fixed": {"crop_len": 256, "burn_in": 32, "patience": 2},
+            "recipes": False, "joint": False},
+    "retrain": {"top_k": 1, "seeds": 2, "max_epochs": 2},
+    "ensemble": {"budget_minutes": 60.0, "safety": 2.0},
+    "resources": "cpu=1",
+}
 PROFILES = {
     "demo": {
-        "feature_search": {"num_samples": 4, "max_epochs": 1, "max_train_seqs": 128, "time_budget_s": 60.0},
-        "hpo": {"num_samples": 3, "max_epochs": 2, "grace_period": 1, "reduction_factor": 3.0,
-                "time_budget_s": 200.0, "max_train_seqs": 256, "top_k": 1,
-                # crops of 256 steps (32 of burn-in) keep an epoch to seconds on a CPU core
-                "train_fixed": {"crop_len": 256, "burn_in": 32, "patience": 2},
-                # recipes are full-size models on whole sequences: off until the demo budget can hold them
-                "recipes": False},
-        "retrain": {"top_k": 1, "seeds": 2, "max_epochs": 2},
+        "time_budget": "5m",
+        "feature_search": {"num_samples": 4, "max_epochs": 1, "max_train_seqs": 128, "time_budget_s": None},
+        # the families' own spaces (crop_len, patience and the rest from the common space); every
+        # family's recipes first; ASHA stops the weak early; the cap on trials is never reached in 5 min
+        "hpo": {"num_samples": 64, "max_epochs": 16, "grace_period": 1, "reduction_factor": 3.0,
+                "time_budget_s": None, "max_train_seqs": None, "top_k": 2, "train_fixed": {},
+                "recipes": True, "joint": True},
+        # the best trials are members as they are (adopt); seeds of the best configs fill the share
+        "retrain": {"top_k": 2, "seeds": 2, "max_epochs": None, "adopt": True},
         "ensemble": {"budget_minutes": 60.0, "safety": 2.0},
         "resources": "cpu=1",
     },
     "full": {
+        "time_budget": None,
         "feature_search": {"num_samples": 48, "max_epochs": 4, "max_train_seqs": 2048, "time_budget_s": 7200.0},
         "hpo": {"num_samples": 64, "max_epochs": 30, "grace_period": 3, "reduction_factor": 3.0,
                 # patience (3-12), crop_len (0 = whole sequences) and the rest come from the common space
                 "time_budget_s": 43200.0, "max_train_seqs": None, "top_k": 3, "train_fixed": {},
-                "recipes": True},
+                "recipes": True, "joint": False},
         "retrain": {"top_k": 3, "seeds": 3, "max_epochs": None},
         "ensemble": {"budget_minutes": 60.0, "safety": 2.0},
         "resources": "cpu=4,gpu=0.5",
     },
+    "smoke": SMOKE,
 }
 
 # flat override name -> (section, key) in a profile
@@ -108,6 +137,10 @@ class Settings:
     score: bool = True
     seed: int = 0
     time_budget_s: float | None = None    # one wall-clock budget for the whole run (flows/budget.py)
+
+    @property
+    def budgeted(self) -> bool:
+        return self.time_budget_s is not None
 
     def default_data_dir(self) -> str:
         return os.path.join(self.run_dir, "data", "synthetic")
@@ -172,8 +205,9 @@ def resolve(profile: str = "demo", *, data_dir: str | None = None, run_dir: str 
             **overrides) -> Settings:
     """The profile's settings with ``overrides`` (names in ``OVERRIDES``; None keeps the profile's value).
 
-    ``time_budget`` ("5m", "2h", seconds) shares one wall-clock budget out over the stages
-    (flows/budget.py); the profile's counts and stage budgets stay as caps.
+    ``time_budget`` ("5m", "2h", seconds; None keeps the preset's) shares one wall-clock budget out
+    over the stages (flows/budget.py); the profile's counts and stage budgets stay as caps. Under a
+    budget the HPO searches the families jointly (one study, one ASHA).
     """
     from .budget import parse_duration
     from ..tuning.ray_setup import parse_resources
@@ -206,12 +240,14 @@ def resolve(profile: str = "demo", *, data_dir: str | None = None, run_dir: str 
     check_endpoints(ray_address, tracking_uri)
     res = parse_resources(resources if resources not in (None, "") else p["resources"])
     fams = _families(families)
-    if profile == "demo":
-        hpo["spaces"] = {f: {"model": DEMO_SPACES[f], "train": DEMO_TRAIN_SPACE} for f in fams if f in DEMO_SPACES}
+    if profile == "smoke":
+        hpo["spaces"] = {f: {"model": SMOKE_SPACES[f], "train": SMOKE_TRAIN_SPACE} for f in fams if f in SMOKE_SPACES}
+    budget_s = parse_duration(time_budget if time_budget is not None else p["time_budget"])
+    hpo["joint"] = bool(hpo.get("joint")) or budget_s is not None
     return Settings(profile=profile, data_dir=check_data_dir(data_dir), run_dir=check_run_dir(run_dir),
                     families=fams, resources=res, ray_address=ray_address, tracking_uri=tracking_uri,
                     feature_search=fs if feature_search else {}, hpo=hpo, retrain=rt, ensemble=ens, score=bool(score),
-                    seed=_int("seed", seed, minimum=0), time_budget_s=parse_duration(time_budget))
+                    seed=_int("seed", seed, minimum=0), time_budget_s=budget_s)
 
 
 def check_ensemble(checkpoints: str | None, budget_minutes: float, safety: float) -> None:

@@ -24,7 +24,7 @@ from prefect import flow, get_run_logger
 
 from .. import progress
 from . import tasks
-from .budget import Plan
+from .budget import ADOPT_SHARES, SHARES, Plan
 from .identity import bundles_identity, data_identity
 from .profiles import Settings, check_data_dir, check_endpoints, check_ensemble, check_run_dir, resolve
 
@@ -84,7 +84,7 @@ def start(settings: Settings) -> Run:
     os.environ["LOBSWEEP_RUN_DIR"] = settings.run_dir
     run = Run(settings, settings.run_dir, trk.tracking_uri(settings.tracking_uri, settings.run_dir))
     if settings.time_budget_s:
-        run.plan = Plan(settings.time_budget_s)
+        run.plan = Plan(settings.time_budget_s, dict(ADOPT_SHARES if settings.retrain.get("adopt") else SHARES))
         if not settings.feature_search:
             run.plan.skip("feature-search")
         say(run.plan.header())
@@ -120,7 +120,8 @@ def _allotted(budget: dict) -> str:
 def step_hpo(run: Run, features_spec: dict | None) -> dict:
     s = run.settings
     t0, budget = time.perf_counter(), run.budget("hpo")
-    say(f"[hpo] {len(s.families)} families ({', '.join(s.families)}), {s.hpo['num_samples']} trials each, "
+    each = "in one joint study" if s.hpo.get("joint") else "each"
+    say(f"[hpo] {len(s.families)} families ({', '.join(s.families)}), up to {s.hpo['num_samples']} trials {each}, "
         f"up to {s.hpo['max_epochs']} epochs, budget {s.hpo['time_budget_s'] or 'none'} s" + _allotted(budget))
     out = run.call(tasks.hpo, "hpo", data_dir=run.data_dir, data_id=run.data_id, families=list(s.families),
                    features_spec=features_spec, settings=s.hpo, resources=s.resources, seed=s.seed,
@@ -132,7 +133,12 @@ def step_hpo(run: Run, features_spec: dict | None) -> dict:
 def step_retrain(run: Run, hpo: dict) -> dict:
     s = run.settings
     t0, budget = time.perf_counter(), run.budget("retrain")
-    say(f"[retrain] top {s.retrain['top_k']} config(s) per family x {s.retrain['seeds']} seeds" + _allotted(budget))
+    if s.retrain.get("adopt"):
+        say(f"[retrain] every family's top {s.retrain['top_k']} trials adopted; up to {s.retrain['seeds']} seeds of "
+            f"the best {s.retrain['top_k']} configs and the floor" + _allotted(budget))
+    else:
+        say(f"[retrain] top {s.retrain['top_k']} config(s) per family x {s.retrain['seeds']} seeds"
+            + _allotted(budget))
     out = run.call(tasks.retrain, "retrain", leaderboard=hpo["leaderboard"], leaderboard_digest=hpo["digest"],
                    data_dir=run.data_dir, data_id=run.data_id, settings=s.retrain, resources=s.resources,
                    run_dir=run.run_dir, tracking_uri=run.tracking_uri, ray_address=s.ray_address, **budget)

@@ -234,7 +234,7 @@ def test_demo_profile_is_small_and_every_sample_builds_a_model():
     from lobsweep.models import create_model, list_models
     from lobsweep.search_spaces import sweep_space
     s = profiles.resolve("demo")
-    assert set(s.families) == set(list_models()) == set(profiles.DEMO_SPACES)
+    assert set(s.families) == set(list_models()) == set(profiles.SMOKE_SPACES)
     assert s.hpo["train_fixed"]["crop_len"] <= 256 and s.hpo["max_epochs"] <= 3 and s.retrain["seeds"] == 2
     for fam, space in s.hpo["spaces"].items():
         sweep_space(fam, **space)                                    # every key is a real field

@@ -5,6 +5,14 @@ on the full fit data (the sweep may have subsampled), each as a Ray task with
 the same per-trial resources as the sweep (fractional GPUs, ``RAY_ADDRESS``).
 A retrain that fails is reported and skipped; the others go on.
 
+With ``adopt`` (the budgeted presets) the sweep's best trials are members as
+they are: trained on the same fit split, early-stopped on tune, they are
+copied into the pool instead of being trained again, and the seeds go to the
+best config overall and the floor. The *floor* is the strongest default: the
+best recipe trial of the sweep (leaderboard ``floor``). Its config is always
+retrained (and adopted), and ``floor.json`` in the pool names its members so
+the ensemble stage can never be forced below it on tune.
+
 Output: ``<run_dir>/retrain/<name>/retrain.json`` (bundles, failures, parent
 configs), and the bundles in ``<run_dir>/checkpoints/<name>/<family>-<trial>-s<seed>/``,
 the member pool that the ensemble stage reads (imported bundles join it too).
@@ -40,22 +48,41 @@ def feature_spec_of(features: dict | None) -> dict:
     return features.get("spec", features) if "format" in features else features
 
 
-def plan_jobs(board: dict, top_k: int, seeds: int, max_epochs: int | None = None) -> list[dict]:
-    """One job per (leaderboard entry, seed) for the top ``top_k`` entries of each family."""
+FLOOR_FILE = "floor.json"
+
+
+def retrain_entries(board: dict, top_k: int, adopt: bool = False) -> list[tuple[int, dict]]:
+    """(rank, entry) to retrain: the top ``top_k`` of each family (with ``adopt``: of the whole
+    board, as every family's top trials join as they are), plus the floor when it is not among them."""
+    if adopt:
+        chosen = list(enumerate(board.get("overall", [])[:top_k]))
+    else:
+        chosen = [(rank, e) for entries in board.get("families", {}).values() for rank, e in enumerate(entries[:top_k])]
+    floor = board.get("floor")
+    if floor and not any(e["trial_id"] == floor["trial_id"] for _, e in chosen):
+        chosen.append((len(chosen), floor))
+    return chosen
+
+
+def plan_jobs(board: dict, top_k: int, seeds: int, max_epochs: int | None = None, adopt: bool = False) -> list[dict]:
+    """One job per (leaderboard entry, seed) for the entries of ``retrain_entries``."""
     if top_k < 1 or seeds < 1:
         raise UserError(f"--top-k and --seeds must be >= 1, got {top_k} and {seeds}")
     jobs = []
-    for family, entries in board.get("families", {}).items():
-        for rank, e in enumerate(entries[:top_k]):
-            tcfg = dict(e.get("train_config") or {})
-            if max_epochs:
-                tcfg["epochs"] = int(max_epochs)
-                tcfg["swa_epochs"] = min(int(tcfg.get("swa_epochs", 0)), int(max_epochs))
-            for s in range(seeds):
-                jobs.append({"family": family, "hparams": e["hparams"], "train_config": tcfg,
-                             "features": feature_spec_of(e.get("features")), "seed": SEED_BASE + 100 * rank + s,
-                             "parent_trial": e["trial_id"], "parent_bundle": e.get("bundle"), "rank": rank,
-                             "name": f"{family}-{e['trial_id']}-s{s}"})
+    for rank, e in retrain_entries(board, top_k, adopt):
+        family = e["family"]
+        tcfg = dict(e.get("train_config") or {})
+        tcfg["time_limit_s"] = 0.0          # a trial's own deadline is not a member's; the stage sets one
+        if max_epochs:
+            tcfg["epochs"] = int(max_epochs)
+            tcfg["swa_epochs"] = min(int(tcfg.get("swa_epochs", 0)), int(max_epochs))
+        for s in range(seeds):
+            jobs.append({"family": family, "hparams": e["hparams"], "train_config": tcfg,
+                         "features": feature_spec_of(e.get("features")), "seed": SEED_BASE + 100 * rank + s,
+                         "parent_trial": e["trial_id"], "parent_bundle": e.get("bundle"), "rank": rank,
+                         "train_seconds": (e.get("train_seconds") or 0.0),
+                         "floor": bool(board.get("floor")) and e["trial_id"] == board["floor"]["trial_id"],
+                         "name": f"{family}-{e['trial_id']}-s{s}"})
     if not jobs:
         raise UserError("the leaderboard has no completed trials to retrain")
     return jobs
@@ -103,6 +130,58 @@ def finished_member(job: dict, out_root: str) -> dict | None:
             **_key(job)}
 
 
+def adopt_trials(board: dict, top_k: int, out_root: str) -> list[dict]:
+    """Every family's top ``top_k`` trials and the floor, copied into the pool as members.
+
+    Only bundles trained on the whole fit split qualify (a sweep that subsampled its training
+    sequences trained on less than a member does); the others are left out with a line.
+    """
+    import shutil
+    entries = [e for es in board.get("families", {}).values() for e in es[:top_k]]
+    floor = board.get("floor")
+    if floor and not any(e["trial_id"] == floor["trial_id"] for e in entries):
+        entries.append(floor)
+    out = []
+    for e in entries:
+        name = f"{e['family']}-{e['trial_id']}-trial"
+        dst = os.path.join(out_root, name)
+        if not os.path.isfile(os.path.join(dst, "spec.json")):
+            spec = load_bundle(e["bundle"]).spec
+            if spec.get("data", {}).get("max_train_seqs"):
+                say(f"[retrain] {name}: not adopted (the sweep trained on a subsample of the fit split)")
+                continue
+            shutil.rmtree(dst + ".tmp", ignore_errors=True)
+            shutil.copytree(e["bundle"], dst + ".tmp")
+            os.replace(dst + ".tmp", dst)
+        spec = load_bundle(dst).spec
+        out.append({"ok": True, "name": name, "bundle": dst, "metrics": spec["metrics"], "adopted": True,
+                    "family": e["family"], "parent_trial": e["trial_id"], "seed": int(spec.get("seed", 0))})
+    return out
+
+
+def fit_jobs_to_time(jobs: list[dict], time_budget_s: float, slots: int) -> list[dict]:
+    """The jobs worth running in ``time_budget_s``: whole waves of ``slots`` in which each member
+    gets about as long as its parent trial trained (a member trained for much less than its
+    parent would be a weaker copy of an adopted one). At least one wave. Seed 0 of every config
+    comes first (the floor's, then the best configs'), then further seeds."""
+    need = float(np.median([j.get("train_seconds") or 0.0 for j in jobs])) or 1.0
+    waves = max(1, int(0.85 * float(time_budget_s) // need))
+    ordered = sorted(jobs, key=lambda j: (j["seed"] % 100, not j.get("floor"), j["rank"]))
+    return ordered[:waves * max(1, slots)]
+
+
+def write_floor(out_root: str, board: dict, results: list[dict]) -> list[str]:
+    """``floor.json`` in the pool: the members (adopted trial and seeds) of the floor's config."""
+    floor = board.get("floor")
+    names = sorted(r["name"] for r in results if r["ok"] and floor and r["parent_trial"] == floor["trial_id"])
+    with open(os.path.join(out_root, FLOOR_FILE + ".tmp"), "w") as fh:
+        json.dump({"trial_id": floor and floor["trial_id"], "recipe": floor and floor.get("recipe"),
+                   "family": floor and floor["family"], "tune_score": floor and floor["tune_score"],
+                   "members": names}, fh, indent=1)
+    os.replace(os.path.join(out_root, FLOOR_FILE + ".tmp"), os.path.join(out_root, FLOOR_FILE))
+    return names
+
+
 def _key(job: dict) -> dict:
     return {"family": job["family"], "parent_trial": job["parent_trial"], "seed": job["seed"]}
 
@@ -111,13 +190,15 @@ def run_retrain(sweep: str, *, top_k: int = 2, seeds: int = 2, data_dir: str | N
                 resources=None, ray_address: str | None = None, tracking_uri: str | None = None,
                 run_dir: str | None = None, name: str | None = None, max_epochs: int | None = None,
                 use_mlflow: bool = True, folds: int | None = None, final: bool = False,
-                time_budget_s: float | None = None) -> dict:
+                time_budget_s: float | None = None, adopt: bool = False) -> dict:
     """Retrain the sweep's top-K configs per family with ``seeds`` seeds each. Returns the summary.
 
     Each member early-stops on tune (patience) within its epoch cap. ``time_budget_s`` bounds the
     stage: the members run in waves of as many as fit the cluster at once, and each gets the
     wave's share as its ``time_limit_s`` (no epoch starts that would end past it). It does not
-    apply to bagged members (a reduced path: they train one after another, unbounded).
+    apply to bagged members (a reduced path: they train one after another, unbounded). With
+    ``adopt`` the best trials join as they are (``adopt_trials``) and, under a time budget, only
+    the seed jobs that fit it at about their parent's training time run (``fit_jobs_to_time``).
     """
     if folds is not None or final:      # k-fold bagged members: training/bag_retrain.py
         from .bag_retrain import run_bagged_retrain
@@ -131,13 +212,16 @@ def run_retrain(sweep: str, *, top_k: int = 2, seeds: int = 2, data_dir: str | N
 
     res = parse_resources(resources)
     board = load_leaderboard(sweep, run_dir=run_dir)
-    jobs = plan_jobs(board, top_k, seeds, max_epochs)
+    jobs = plan_jobs(board, top_k, seeds, max_epochs, adopt=adopt)
     data_dir = data_dir or _data_dir_of(board)
     name = name or f"{board['sweep']}-retrain"
     root = os.path.join(trk.run_dir(run_dir), "retrain", name)
     out_root = os.path.join(trk.run_dir(run_dir), "checkpoints", name)   # the pool every ensemble reads
     for d in (root, out_root):
         os.makedirs(d, exist_ok=True)
+    adopted = adopt_trials(board, top_k, out_root) if adopt else []
+    if adopted:
+        say(f"[retrain] {len(adopted)} sweep trials adopted as members (trained on the same fit split)")
     reused = [r for r in (finished_member(j, out_root) for j in jobs) if r is not None]
     done_names = {r["name"] for r in reused}
     todo = [j for j in jobs if j["name"] not in done_names]
@@ -158,14 +242,17 @@ def run_retrain(sweep: str, *, top_k: int = 2, seeds: int = 2, data_dir: str | N
                     "parent_run_id": parent.info.run_id, "tags": {"sweep": board["sweep"]}}
         mlflow.end_run()
     t0 = time.perf_counter()
-    results = list(reused)
-    stage = Stage("retrain", unit="members", total=len(jobs), score_label="best member tune")
-    stage.counts.update(reused=len(reused), trained=0, failed=0)
-    for r in reused:
+    results = list(adopted) + list(reused)
+    stage = Stage("retrain", unit="members", total=len(jobs) + len(adopted), score_label="best member tune")
+    stage.counts.update(adopted=len(adopted), reused=len(reused), trained=0, failed=0)
+    for r in results:
         stage.score(r["metrics"].get("tune_mean"))
     if todo:
         with ray_session(ray_address, num_cpus=None, log_dir=root) as ray:
             from ..tuning.ray_setup import default_concurrency
+            if adopt and time_budget_s:      # only the seeds that fit (the cluster is known now)
+                todo = fit_jobs_to_time(todo, time_budget_s, default_concurrency(res))
+                stage.total = len(todo) + len(results)
             waves = math.ceil(len(todo) / default_concurrency(res))
             for j in todo:
                 j["threads"] = max(1, int(res["cpu"]))
@@ -184,7 +271,9 @@ def run_retrain(sweep: str, *, top_k: int = 2, seeds: int = 2, data_dir: str | N
     stage.close()
     ok = [r for r in results if r["ok"]]
     failed = [r for r in results if not r["ok"]]
+    floor = write_floor(out_root, board, results)
     summary = {"format": "lobsweep.retrain/1", "name": name, "sweep": board["sweep"], "data_dir": data_dir,
+               "floor": {"trial_id": (board.get("floor") or {}).get("trial_id"), "members": floor},
                "bundles_dir": out_root, "bundles": sorted(r["bundle"] for r in ok), "failed": failed,
                "results": sorted(results, key=lambda r: r["name"]), "seconds": time.perf_counter() - t0}
     if ok and use_mlflow:

@@ -11,7 +11,11 @@ split is scored every epoch for the record but never chooses anything.
 Schedules: ``cosine`` / ``onecycle`` / ``constant`` step the LR every batch;
 ``plateau`` is ReduceLROnPlateau on the tune score, stepped once per epoch
 (factor ``plateau_factor`` after ``plateau_patience`` epochs without a better
-score). With ``ema_decay`` > 0 an EMA of the weights (averaging.py) is what
+score). With ``time_limit_s`` the cosine runs to whichever ends first, the
+epochs or the time limit (progress = the larger of steps/total and
+elapsed/limit), so a run stopped by its wall-clock budget has annealed by
+then instead of being cut at a high LR; such a run is not bit-reproducible.
+With ``ema_decay`` > 0 an EMA of the weights (averaging.py) is what
 gets scored, kept as the best weights and saved; the raw weights only train.
 
 A ``Trainer`` is resumable: ``state_dict()`` holds weights, optimiser,
@@ -212,7 +216,9 @@ class Trainer:
         self.steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         total = self.steps_per_epoch * cfg.epochs
-        if cfg.schedule == "cosine":
+        if cfg.schedule == "cosine" and cfg.time_limit_s:
+            self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, self._timed_cosine(total))
+        elif cfg.schedule == "cosine":
             self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=total, eta_min=cfg.lr * 0.02)
         elif cfg.schedule == "onecycle":
             self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=cfg.lr, total_steps=total)
@@ -318,6 +324,15 @@ class Trainer:
         rec["seconds"] = time.perf_counter() - t0
         self.history.append(rec)
         return rec
+
+    def _timed_cosine(self, total_steps: int):
+        """LR factor of a cosine (floor 0.02, as CosineAnnealingLR's eta_min) over steps or time."""
+        limit = float(self.cfg.time_limit_s)
+
+        def factor(step: int) -> float:
+            progress = min(1.0, max(step / max(total_steps, 1), (time.perf_counter() - self.started) / limit))
+            return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return factor
 
     @property
     def done(self) -> bool:

@@ -157,17 +157,32 @@ def _status(result) -> str:
     return f"pruned_at_epoch_{_epochs(m)}"
 
 
-def trial_records(results) -> list[dict]:
-    """One plain record per trial of a ResultGrid, sorted by trial id."""
+def _cut_bundle(bundles_dir: str | None, trial_id: str) -> str | None:
+    """The bundle a trial cut by the time budget wrote as it stopped (trainable.py), if any."""
+    if not bundles_dir:
+        return None
+    path = os.path.join(bundles_dir, trial_id)
+    return path if os.path.isfile(os.path.join(path, "spec.json")) else None
+
+
+def trial_records(results, bundles_dir: str | None = None) -> list[dict]:
+    """One plain record per trial of a ResultGrid, sorted by trial id.
+
+    A trial that reported ``running`` last but left a bundle in ``bundles_dir``
+    was cut by the time budget: ``stopped_at_epoch_k``, with that bundle.
+    """
     out = []
     for r in results:
         m = dict(r.metrics or {})
         tid = m.get("trial_id") or os.path.basename(str(r.path))
+        status, bundle = _status(r), m.get("bundle") if m.get("trial_status") == "completed" else None
+        if status.startswith("pruned_at_epoch_") and _cut_bundle(bundles_dir, tid):
+            status, bundle = status.replace("pruned_", "stopped_"), _cut_bundle(bundles_dir, tid)
         out.append({
-            "trial_id": tid, "status": _status(r), "epochs": _epochs(m),
+            "trial_id": tid, "status": status, "epochs": _epochs(m),
             "config": {k: v for k, v in (r.config or {}).items()},
             "metrics": {k: float(v) for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
-            "bundle": m.get("bundle") if m.get("trial_status") == "completed" else None,
+            "bundle": bundle,
             "mlflow_run_id": m.get("mlflow_run_id") or None,
             "device": m.get("device"), "gpu_ids": m.get("gpu_ids"), "node_id": m.get("node_id"),
             "cuda_visible_devices": m.get("cuda_visible_devices"),

@@ -1,16 +1,21 @@
-"""The sweep's leaderboard: top-K completed trials per family, ranked on the tune split.
+"""The sweep's leaderboard: top-K trained trials per family, ranked on the tune split.
+
+A trained trial is one that completed, or one the time budget cut after at least one epoch
+(``stopped_at_epoch_k``: its best weights so far are its bundle). ASHA-pruned trials lost on
+merit and have no bundle.
 
 ``leaderboard.json`` (in ``<run_dir>/sweeps/<name>/``) is what the retrain
 stage reads::
 
     {"format": "lobsweep.leaderboard/1", "sweep": name, "rank_by": "final_tune_mean",
-     "top_k": K, "counts": {family: {"completed": n, "failed": n, "pruned": n, "total": n}},
+     "top_k": K, "counts": {family: {"completed": n, "stopped": n, "failed": n, "pruned": n, "total": n}},
      "families": {family: [entry, ...]},        best first, at most K each
-     "overall": [entry, ...]}                   all families' entries, best first
+     "overall": [entry, ...],                   all families' entries, best first
+     "floor": entry | null}                     the best recipe trial (the strongest default), on tune
     entry = {"family", "trial_id", "hparams" (full model Config), "train_config" (full
              TrainConfig), "features" (pipeline spec), "tune_score", "tune_t0", "tune_t1",
              "report_score", "report_t0", "report_t1", "fraction_of_oracle", "params_count",
-             "epochs", "bundle", "mlflow_run_id"}
+             "epochs", "best_epoch", "status", "recipe", "train_seconds", "bundle", "mlflow_run_id"}
 
 Ranking uses the tune score only; the report score is shown beside it and
 never chooses anything. Entries come from the bundles completed trials wrote,
@@ -32,7 +37,8 @@ VIEW_KEY_PREFIX = "mlflow.sharedViewState."
 
 def _entry(rec: dict) -> dict | None:
     from ..training.bundle import read_spec
-    if rec.get("status") != "completed" or not rec.get("bundle") or not os.path.isdir(rec["bundle"]):
+    kept = rec.get("status") == "completed" or str(rec.get("status", "")).startswith("stopped_")
+    if not kept or not rec.get("bundle") or not os.path.isdir(rec["bundle"]):
         return None
     spec = read_spec(rec["bundle"])
     m = spec.get("metrics", {})
@@ -41,28 +47,34 @@ def _entry(rec: dict) -> dict | None:
             "tune_score": m.get("tune_mean"), "tune_t0": m.get("tune_t0"), "tune_t1": m.get("tune_t1"),
             "report_score": m.get("report_mean"), "report_t0": m.get("report_t0"), "report_t1": m.get("report_t1"),
             "fraction_of_oracle": m.get("fraction_of_oracle"), "params_count": spec.get("n_params"),
-            "epochs": rec.get("epochs"), "bundle": os.path.abspath(rec["bundle"]),
+            "train_seconds": m.get("train_seconds"),
+            "epochs": rec.get("epochs"), "best_epoch": spec.get("best_epoch"), "status": rec["status"],
+            "recipe": rec.get("recipe"), "bundle": os.path.abspath(rec["bundle"]),
             "mlflow_run_id": rec.get("mlflow_run_id")}
 
 
 def build_leaderboard(records: list[dict], sweep: str, top_k: int = 3) -> dict:
-    """Top-``top_k`` completed trials per family from driver records (``driver.trial_records``)."""
+    """Top-``top_k`` trained trials (completed or cut by the budget) per family from driver records (``driver.trial_records``)."""
     counts: dict[str, dict] = {}
     entries: dict[str, list] = {}
+    recipes: list[dict] = []
     for rec in records:
         fam = rec.get("family") or rec.get("config", {}).get("family", "?")
-        c = counts.setdefault(fam, {"completed": 0, "failed": 0, "pruned": 0, "total": 0})
+        c = counts.setdefault(fam, {"completed": 0, "stopped": 0, "failed": 0, "pruned": 0, "total": 0})
         c["total"] += 1
-        c["pruned" if rec["status"].startswith("pruned") else rec["status"]] += 1
+        c[rec["status"].split("_")[0]] += 1
         e = _entry(rec)
         if e is not None:
             entries.setdefault(e["family"], []).append(e)
+            if e.get("recipe"):
+                recipes.append(e)
     key = lambda e: -(e["tune_score"] if e["tune_score"] is not None else -1e9)   # noqa: E731
     families = {f: sorted(es, key=key)[:top_k] for f, es in sorted(entries.items())}
     overall = sorted((e for es in families.values() for e in es), key=key)
+    floor = min(recipes, key=key) if recipes else None
     return {"format": FORMAT, "sweep": sweep, "rank_by": "final_tune_mean", "top_k": int(top_k),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "counts": counts, "families": families,
-            "overall": overall}
+            "overall": overall, "floor": floor}
 
 
 def write_leaderboard(path: str, board: dict) -> str:
@@ -99,7 +111,8 @@ def format_leaderboard(board: dict) -> str:
         lines.append(f"{e['family']:<14}{e['trial_id']:<14}{_fmt(e['tune_score'], '.4f'):>8}"
                      f"{_fmt(e['report_score'], '.4f'):>8}{_fmt(frac, '.1f'):>8}{_fmt(e['params_count'], ','):>10}"
                      f"{_fmt(e['epochs'], 'd'):>7}")
-    counts = ", ".join(f"{f}: {c['completed']} completed / {c['pruned']} pruned / {c['failed']} failed"
+    counts = ", ".join(f"{f}: {c['total']} started, {c['completed']} completed / {c.get('stopped', 0)} cut by "
+                       f"the budget / {c['pruned']} pruned / {c['failed']} failed"
                        for f, c in sorted(board["counts"].items()))
     lines.append(f"trials: {counts or 'none'}")
     return "\n".join(lines)

@@ -14,6 +14,7 @@ Trainer, so no per-epoch report score exists to be looked at.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 
 from ..models import count_params, create_model
@@ -58,17 +59,20 @@ class ModelTrialBuilder:
     train_fixed: dict = field(default_factory=dict)
 
     def __call__(self, config: dict, ctx) -> "ModelTrial":
-        return ModelTrial(self, config)
+        return ModelTrial(self, config, getattr(ctx, "deadline", None))
 
 
 class ModelTrial:
     """One sampled model trained epoch by epoch (the trial-run protocol of trainable.py)."""
 
-    def __init__(self, spec: ModelTrialBuilder, config: dict):
+    def __init__(self, spec: ModelTrialBuilder, config: dict, deadline: float | None = None):
         self.spec = spec
         self.family, hp, train = split_config(config)
         self.prep = prepared(spec.data_dir, spec.features_spec, spec.max_train_seqs, spec.cache_dir, spec.tune_from)
         train = {**train, **spec.train_fixed, "epochs": int(spec.max_epochs)}
+        if deadline is not None:           # under a time budget: the LR anneals by the experiment's end
+            left = max(deadline - time.time(), 1.0)
+            train["time_limit_s"] = min(float(train.get("time_limit_s") or left), left)
         if "swa_epochs" in train:          # a searched SWA window longer than the budget: the whole budget
             train["swa_epochs"] = min(int(train["swa_epochs"]), int(spec.max_epochs))
         self.cfg = TrainConfig.from_dict(train)

@@ -8,6 +8,7 @@ any trial logs (trials racing to create them lose data).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -107,6 +108,8 @@ def _with_recipes(meta: dict, spaces: dict) -> dict:
         spaces[fam], pts, lines = fit_recipes(fam, spaces[fam], joint=bool(meta["joint"]))
         points += [{"family": fam, **p} if "family" not in p else p for p in pts]
         notes += lines
+    if meta["joint"]:          # one study: every family's own default first, the literature's after
+        points.sort(key=lambda p: not str(p["recipe"]).startswith("default-"))
     meta["recipe_points"] = points
     meta["recipe_notes"] = notes
     for line in notes:
@@ -123,10 +126,15 @@ def _first_points(meta: dict, fam: str | None) -> list | None:
 
 
 def _recipe_values(meta: dict, fam: str | None) -> list[dict]:
-    """The recipe points as values a trial config holds (family included for a joint sweep)."""
+    """The recipe points ASHA never stops, as values a trial config holds.
+
+    Per family: all of them. A joint study is where the budget must flow to what works, so
+    there only the first (the first family's default, the plain model the sweep must beat)
+    is kept; the other recipes are first trials that ASHA may stop like any other.
+    """
     pts = [{k: v for k, v in p.items() if k != "recipe"} for p in meta.get("recipe_points") or []]
-    return pts if fam is None else [{k: v for k, v in p.items() if k != "family"}
-                                    for p in pts if p["family"] == fam]
+    return pts[:1] if fam is None else [{k: v for k, v in p.items() if k != "family"}
+                                        for p in pts if p["family"] == fam]
 
 
 def _mark_recipes(recs: list[dict], meta: dict) -> None:
@@ -209,10 +217,11 @@ def execute(meta: dict, meta_path: str, run_dir: str, *, ray_address=None, callb
                     scheduler=meta["scheduler"], searcher=meta["searcher"], max_concurrent=conc, resources=res,
                     time_budget_s=budget, seed=int(meta["seed"]) + i, points_to_evaluate=points,
                     evaluated_rewards=rewards, keep_points=keep, verbose=verbose, callbacks=list(callbacks))
-                results = run_experiment(builder, space, ctx, settings, storage_path=dirs["ray"], name=group,
+                exp_ctx = ctx if budget is None else dataclasses.replace(ctx, deadline=time.time() + budget)
+                results = run_experiment(builder, space, exp_ctx, settings, storage_path=dirs["ray"], name=group,
                                          constants={"family": fam} if fam else {},
                                          resume=os.path.isdir(os.path.join(dirs["ray"], group)))
-                recs = trial_records(results)
+                recs = trial_records(results, bundles_dir=dirs["bundles"])
                 for r in recs:
                     r["family"] = r["config"].get("family", fam)
                     r["experiment"] = group

@@ -19,7 +19,11 @@ per trial under the sweep's parent run, and the trial's end state:
     completed            the run said done; its bundle is written; result has done=True
     failed               the loss diverged: reported once with ctx.fail_score as the
                          metric (so the searcher learns the region is bad) and done=True
-    pruned_at_epoch_k    stopped from outside (ASHA, the time budget) after k epochs
+    pruned_at_epoch_k    stopped by ASHA after k epochs (it lost on merit: no bundle)
+    stopped_at_epoch_k   stopped by the experiment's time budget after k epochs: the run is
+                         cut, not beaten, so its best weights so far are written as its bundle
+                         (``ctx.deadline``); with full-size trials under a wall-clock budget
+                         that is where most of the sweep's training lives
 
 A crash (any other exception) propagates to Ray, whose FailureConfig restarts
 the trial from its last checkpoint. A trial restored from a checkpoint taken
@@ -45,6 +49,7 @@ from .ray_setup import trial_placement
 
 log = logging.getLogger("lobsweep.tuning")
 STATE_FILE = "trial_state.pt"
+BUDGET_SLACK_S = 2.0        # a stop this close to the deadline is the budget's, not ASHA's
 
 
 @dataclass
@@ -60,6 +65,7 @@ class TrialContext:
     experiment_id: str | None = None
     parent_run_id: str | None = None
     stage: str = "hpo"
+    deadline: float | None = None    # epoch seconds when the experiment's time budget ends
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -147,12 +153,32 @@ class SweepTrainable(tune.Trainable):
         """Record how the trial ended; a trial still running here was stopped from outside."""
         if self.status == "running":
             self.status = f"pruned_at_epoch_{self.iteration}"
+            if self._cut_by_budget():
+                self._keep_cut_trial()
         if self.tracker is not None:
             try:
                 self.tracker.close(self.status)
             except Exception as exc:                       # never let tracking break Ray's cleanup
                 log.warning("trial %s: could not close its MLflow run (%s)", self.trial_id, exc)
             self.tracker = None
+
+    def _cut_by_budget(self) -> bool:
+        """Stopped at (or past) the time budget's end, after at least one epoch."""
+        return (self.ctx.deadline is not None and self.iteration >= 1 and self.final is None
+                and time.time() >= self.ctx.deadline - BUDGET_SLACK_S)
+
+    def _keep_cut_trial(self) -> None:
+        """Write the best weights so far as the trial's bundle (``stopped_at_epoch_k``)."""
+        try:
+            self.final = self.run.finish(os.path.join(self.ctx.bundles_dir, self.trial_id))
+        except Exception as exc:                       # the trial stays pruned; Ray's cleanup goes on
+            log.warning("trial %s: cut by the time budget, but its bundle could not be written (%s)",
+                        self.trial_id, exc)
+            return
+        self.status = f"stopped_at_epoch_{self.iteration}"
+        t = self._tracker()
+        if t is not None:
+            t.metrics({k: v for k, v in self.final.items() if k != "bundle"}, step=int(self.iteration))
 
     def _extras(self) -> dict:
         t = self._tracker()
