@@ -17,6 +17,10 @@ test file generated with another seed from the same generator, with its
 oracle), and the lift (full-search minus baseline) gets a paired
 sequence-bootstrap 95% CI. Wall times are printed beside the scores. The table
 is written to ``<out>/automl_lift.md``.
+
+The library under test is a snapshot: at start the installed package layout is
+copied under ``<work>/lib`` and every command runs with ``PYTHONPATH`` pointing
+there, so an edit to the checkout during a long bench cannot leak into it.
 """
 
 from __future__ import annotations
@@ -35,10 +39,31 @@ import numpy as np
 TEST_SEED_OFFSET = 1000
 
 
+ENV = dict(os.environ)
+
+
+def snapshot_library(work: str) -> str:
+    """The installed lobsweep layout copied under ``work/lib`` (what every command then imports)."""
+    import shutil
+    from lobsweep.flows.identity import library_roots
+    root = os.path.join(work, "lib")
+    for name, src in library_roots().items():
+        shutil.copytree(src, os.path.join(root, *name.split(".")), dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    ENV["PYTHONPATH"] = root
+    check = subprocess.run([sys.executable, "-c", "import lobsweep.flows.budget as b; print(b.__file__)"],
+                           env=ENV, capture_output=True, text=True)
+    assert check.stdout.startswith(root), f"the snapshot is not what runs: {check.stdout or check.stderr}"
+    sys.path.insert(0, root)                  # and in this process (data, scoring): drop what was imported
+    for mod in [m for m in sys.modules if m == "lobsweep" or m.startswith("lobsweep.")]:
+        del sys.modules[mod]
+    return root
+
+
 def cli(*args: str, log: str) -> tuple[str, float]:
     """Run ``lobsweep ARGS``; (stdout, wall seconds). Output is kept in ``log``; a failure raises."""
     t0 = time.time()
-    r = subprocess.run([sys.executable, "-m", "lobsweep", *args], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "lobsweep", *args], capture_output=True, text=True, env=ENV)
     with open(log, "a") as fh:
         fh.write(f"$ lobsweep {' '.join(args)}\n{r.stdout}\n{r.stderr}\n")
     if r.returncode != 0:
@@ -101,6 +126,7 @@ def main() -> int:
     ap.add_argument("--out", default="bench/results")
     args = ap.parse_args()
     work = args.work or tempfile.mkdtemp(prefix="automl-lift-")
+    print(f"library snapshot: {snapshot_library(work)}", flush=True)
     results = []
     for variant in args.datasets.split(","):
         root = os.path.join(work, variant)

@@ -26,7 +26,7 @@ from ..errors import UserError
 SHARES = {"feature-search": 0.15, "hpo": 0.45, "retrain": 0.30, "finish": 0.10}
 # when retrain adopts the sweep's best trials as members (the budgeted presets), the trials are
 # where the members are trained, so the HPO takes most of what retraining from scratch needed
-ADOPT_SHARES = {"feature-search": 0.15, "hpo": 0.55, "retrain": 0.20, "finish": 0.10}
+ADOPT_SHARES = {"feature-search": 0.15, "hpo": 0.60, "retrain": 0.15, "finish": 0.10}
 TOLERANCE = 0.15            # documented overrun: the run ends within budget * (1 + TOLERANCE)
 _UNITS = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h)?\s*$")

@@ -18,6 +18,10 @@ The public record of the competition (leaderboard unless marked valid):
   ReduceLROnPlateau, batch 192, patience 12, whole sequences.
 - ``pearson-gru-4x128``: 4 layers of 128 trained on the negative |y|-weighted
   Pearson loss (0.2830 single model, against 0.2732 with weighted MSE).
+- ``plain-gru``: the GRU exactly as ``lobsweep train --family gru`` trains it
+  (every ``GRUConfig`` and ``TrainConfig`` default, z-normalised raw inputs):
+  the plain model a budgeted search must beat, so it is that search's first,
+  never-pruned trial (its floor, see training/retrain.py).
 - ``default-<family>``: lob-sweep's starting point for each family: mid-sized,
   whole sequences, the combo loss (weighted MSE plus the Pearson term), a
   cosine schedule that fits any epoch budget, z-normalised raw inputs.
@@ -40,6 +44,13 @@ RAW = {"normalize": {"method": "none"}}     # the 32 inputs as they are (NaN/inf
 ZNORM: dict = {}                            # the 32 inputs z-normalised on the fit split
 
 RECIPES = {
+    "plain-gru": {
+        "family": "gru",
+        "about": "the plain default: lobsweep train --family gru with every default (2x128, MLP head, wmse)",
+        "model": {},
+        "train": {},
+        "features": ZNORM,
+    },
     "organiser-baseline": {
         "family": "gru",
         "about": "organisers' baseline: 3-layer GRU on raw inputs, linear head, no projection (0.2595 valid)",

@@ -305,3 +305,42 @@ def test_budget_from_minutes():
     assert budget_from_minutes(minutes=120) > budget_from_minutes(minutes=60)
     with pytest.raises(UserError):
         budget_from_minutes(minutes=1, safety=100.0)
+
+
+def test_floor_is_the_reference_when_it_beats_uniform_on_tune_and_nothing_used_is_below_it():
+    """Two good members (the strongest default's seeds) among junk: uniform drags them down, the
+    floor becomes what a fitted method must beat on tune, and the used ensemble never scores
+    below the floor on tune."""
+    levels = (0.8, 0.8, 4.0, 4.0, 4.0, 4.0)
+    for seed in range(4):
+        P, Y, g, _ = make_case(300 + seed, n_seq=16, levels=levels)
+        P2, Y2, g2, _ = make_case(400 + seed, n_seq=16, levels=levels)
+        rep = select_ensemble(P, Y, g, P2, Y2, g2, n_boot=100, seed=seed, floor=[0, 1])
+        table = {r["method"]: r for r in rep.table()}
+        assert table["floor"]["n_members"] == 2
+        assert table["floor"]["tune_cv_mean"] > table["uniform"]["tune_cv_mean"]
+        assert rep.reference == "floor"
+        assert table[rep.used]["tune_cv_mean"] >= table["floor"]["tune_cv_mean"]
+        if rep.used == "floor":
+            np.testing.assert_allclose(rep.weights, uniform_weights(6, [0, 1]))
+        else:                                       # a fitted method, and only with a gain over the floor
+            assert rep.tune_gain["lo"] > 0 and "vs floor" in rep.reason
+
+
+def test_floor_gives_way_to_uniform_when_uniform_is_better_on_tune():
+    P, Y, g, _ = make_case(31, levels=(1.0, 1.0, 1.0, 1.0, 3.0))
+    P2, Y2, g2, _ = make_case(32, levels=(1.0, 1.0, 1.0, 1.0, 3.0))
+    rep = select_ensemble(P, Y, g, P2, Y2, g2, n_boot=50, floor=[4])        # the weak member as "floor"
+    assert rep.reference == "uniform" and rep.used != "floor"
+    with pytest.raises(UserError, match="floor members"):
+        select_ensemble(P, Y, g, P2, Y2, g2, floor=[7])
+
+
+def test_floor_decisions_ignore_the_report_targets():
+    levels = (0.8, 0.8, 4.0, 4.0, 4.0)
+    P, Y, g, _ = make_case(41, n_seq=16, levels=levels)
+    P2, Y2, g2, _ = make_case(42, n_seq=16, levels=levels)
+    base = select_ensemble(P, Y, g, P2, Y2, g2, n_boot=50, floor=[0, 1])
+    alt = select_ensemble(P, Y, g, P2, -Y2, g2, n_boot=50, floor=[0, 1])
+    assert (alt.used, alt.reference, alt.reason) == (base.used, base.reference, base.reason)
+    assert np.array_equal(alt.weights, base.weights)

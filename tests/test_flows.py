@@ -111,7 +111,7 @@ def test_full_search_is_cached_and_reruns_what_changed(harness, stand_ins, data_
     from mlflow.tracking import MlflowClient
     from lobsweep.flows.full_search import full_search
     run_dir = str(tmp_path / "runs")
-    kw = dict(data_dir=data_dir, run_dir=run_dir, families="gru", profile="demo")
+    kw = dict(data_dir=data_dir, run_dir=run_dir, families="gru", profile="smoke")
 
     caplog.set_level("INFO")
     first = full_search(**kw)
@@ -152,7 +152,7 @@ def test_time_budget_is_shared_out_reported_and_does_not_break_the_cache(harness
     from mlflow.tracking import MlflowClient
     from lobsweep.flows.budget import SHARES
     from lobsweep.flows.full_search import full_search
-    kw = dict(data_dir=data_dir, run_dir=str(tmp_path / "runs"), families="gru", profile="demo", time_budget="10m")
+    kw = dict(data_dir=data_dir, run_dir=str(tmp_path / "runs"), families="gru", profile="smoke", time_budget="10m")
     caplog.set_level("INFO")
     first = full_search(**kw)
     b = stand_ins.budgets
@@ -229,11 +229,11 @@ def test_flow_checks_parameters_before_any_work(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_demo_profile_is_small_and_every_sample_builds_a_model():
+def test_smoke_profile_is_small_and_every_sample_builds_a_model():
     import itertools
     from lobsweep.models import create_model, list_models
     from lobsweep.search_spaces import sweep_space
-    s = profiles.resolve("demo")
+    s = profiles.resolve("smoke")
     assert set(s.families) == set(list_models()) == set(profiles.SMOKE_SPACES)
     assert s.hpo["train_fixed"]["crop_len"] <= 256 and s.hpo["max_epochs"] <= 3 and s.retrain["seeds"] == 2
     for fam, space in s.hpo["spaces"].items():

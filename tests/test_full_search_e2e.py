@@ -20,7 +20,7 @@ from lobsweep.data.synth import write_dataset
 from lobsweep.models import list_models
 
 # budgets far above what these counts need: the test checks the chain, not how a busy CI machine keeps time
-SMALLEST = ["--families", "all", "--feature-samples", "2", "--num-samples", "1", "--max-epochs", "1",
+SMALLEST = ["--profile", "smoke", "--families", "all", "--feature-samples", "2", "--num-samples", "1", "--max-epochs", "1",
             "--max-train-seqs", "16", "--top-k", "1", "--seeds", "1", "--retrain-epochs", "1",
             "--feature-budget", "900", "--hpo-budget", "1800"]
 

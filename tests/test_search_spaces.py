@@ -223,8 +223,8 @@ def test_fit_recipes_widens_a_narrow_space_and_leaves_out_what_it_cannot_hold():
     space, points, notes = fit_recipes("gru", narrow)
     assert {64, 128, 96} <= set(space["model.hidden"]["values"]) and space["model.layers"]["high"] == 4
     assert space["train.lr"]["low"] == 1e-3 and space["train.loss"]["type"] == "choice"
-    assert len(points) == 4 and notes and all(set(p) == set(space) | {"recipe"} for p in points)
+    assert len(points) == 5 and notes and all(set(p) == set(space) | {"recipe"} for p in points)
     logwd = sweep_space("gru", train={"weight_decay": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True}})
     _, points, notes = fit_recipes("gru", logwd)
-    assert [p["recipe"] for p in points] == ["default-gru"]          # the wd-0 recipes cannot be held
+    assert [p["recipe"] for p in points] == ["plain-gru", "default-gru"]          # the wd-0 recipes cannot be held
     assert sum("left out" in n for n in notes) == 3

@@ -297,16 +297,46 @@ def test_time_budget_stops_cleanly_and_keeps_finished_trials(ray_local, data_dir
     assert 1 <= len(recs) < 1000, len(recs)
     assert out["seconds"] < budget + 60
     assert {r["family"] for r in recs} <= {"gru", "lstm"}
-    done = [r for r in recs if r["status"] == "completed"]
+    done = [r for r in recs if r["status"] == "completed" or r["status"].startswith("stopped_at_epoch_")]
     assert done, "no trial finished inside the budget"
-    assert all(r["status"] == "completed" or r["status"].startswith("pruned") for r in recs)
+    assert all(r in done or r["status"].startswith("pruned") for r in recs)
     for r in done:
         assert os.path.exists(os.path.join(r["bundle"], "spec.json"))
+    for r in recs:                      # a trial pruned by ASHA lost on merit: no bundle
+        if r["status"].startswith("pruned"):
+            assert r["bundle"] is None and not os.path.exists(os.path.join(out["sweep_dir"], "bundles",
+                                                                           r["trial_id"], "spec.json"))
     board = load_leaderboard(out["leaderboard"])
     assert {e["trial_id"] for e in board["overall"]} <= {r["trial_id"] for r in done}
     client = MlflowClient(out["mlflow"]["tracking_uri"])
     runs = client.search_runs([out["mlflow"]["experiment_id"]], filter_string="tags.sweep = 'budget'")
     assert all(r.info.status != "RUNNING" for r in runs)
+
+
+@pytest.mark.slow
+def test_budgeted_trials_anneal_by_the_deadline_and_none_is_lost(ray_local, data_dir, tmp_path):
+    """Trials far longer than the budget (1000 epochs, no pruning): each one's LR anneals by the
+    experiment's deadline, and each ends with a bundle of its best weights, on the leaderboard."""
+    from lobsweep.tuning import run_sweep
+    from lobsweep.training.bundle import read_spec
+    budget = 30.0
+    space = {"model": {"hidden": {"type": "choice", "values": [48]}, "layers": {"type": "choice", "values": [2]}},
+             "train": {"lr": {"type": "float", "low": 4e-3, "high": 5e-3}, "schedule": {"type": "choice",
+                                                                                       "values": ["cosine"]}}}
+    out = run_sweep(data_dir, ["gru"], name="anneal", run_dir=str(tmp_path / "runs"), num_samples=2,
+                    max_epochs=1000, grace_period=1000, time_budget_s=budget, max_concurrent=2,
+                    spaces={"gru": space}, recipes=False, train_fixed={"patience": 1000}, track=False)
+    recs = out["records"]
+    assert len(recs) == 2 and out["seconds"] < budget + 45
+    board = load_leaderboard(out["leaderboard"])
+    assert {e["trial_id"] for e in board["overall"]} == {r["trial_id"] for r in recs}
+    for r in recs:
+        assert r["status"] == "completed" or r["status"].startswith("stopped_at_epoch_"), r["status"]
+        assert 2 <= r["epochs"] < 1000
+        spec = read_spec(r["bundle"])
+        hist, first_lr = spec["history"], float(spec["train_config"]["lr"])
+        assert hist[-1]["lr"] < 0.35 * first_lr, [h["lr"] for h in hist]     # annealed by time, not epochs
+        assert hist[0]["lr"] > 0.7 * first_lr
 
 
 def _sweep_on(cluster, tmp: str, data_dir: str, tmp_path, live) -> dict:

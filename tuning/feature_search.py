@@ -259,10 +259,16 @@ def _search(plan: _Plan, trk: _Tracking | None) -> dict:
     cands = _candidates(_run_candidates(plan, trk, time_left))
     _write_json(plan.path("trials.json"), cands)
     done = [c for c in cands if c["status"] == "completed"]
-    if done and done[0]["proxy_tune_mean"] > raw["proxy_tune_mean"]:
+    left = None if plan.time_budget_s is None else plan.time_budget_s - (time.time() - started)
+    if done and done[0]["proxy_tune_mean"] > raw["proxy_tune_mean"] and (left is None or left > 0):
         best = done[0]
-        importance = group_importance(plan.data_dir, best["bundle"], plan.path("cache"), seed=plan.proxy.seed)
+        # under a time budget one permutation per group (a third of the cost), and none once it is spent
+        importance = group_importance(plan.data_dir, best["bundle"], plan.path("cache"), seed=plan.proxy.seed,
+                                      n_repeats=3 if left is None else 1)
         _save_figure(importance, best["groups"], plan.path("importance.png"))
+    elif done and done[0]["proxy_tune_mean"] > raw["proxy_tune_mean"]:
+        best = done[0]
+        importance = {"groups": {}, "note": "not computed: the time budget was spent"}
     else:
         # The search must pay for itself: no candidate beat the raw inputs on tune, or none finished
         # within the budget; the raw pipeline (always scored first) is the answer, said plainly.

@@ -108,8 +108,9 @@ def _with_recipes(meta: dict, spaces: dict) -> dict:
         spaces[fam], pts, lines = fit_recipes(fam, spaces[fam], joint=bool(meta["joint"]))
         points += [{"family": fam, **p} if "family" not in p else p for p in pts]
         notes += lines
-    if meta["joint"]:          # one study: every family's own default first, the literature's after
-        points.sort(key=lambda p: not str(p["recipe"]).startswith("default-"))
+    if meta["joint"]:          # one study: the plain default, every family's own default, the literature's
+        points.sort(key=lambda p: (not str(p["recipe"]).startswith("plain-"),
+                                   not str(p["recipe"]).startswith("default-")))
     meta["recipe_points"] = points
     meta["recipe_notes"] = notes
     for line in notes:
@@ -129,8 +130,8 @@ def _recipe_values(meta: dict, fam: str | None) -> list[dict]:
     """The recipe points ASHA never stops, as values a trial config holds.
 
     Per family: all of them. A joint study is where the budget must flow to what works, so
-    there only the first (the first family's default, the plain model the sweep must beat)
-    is kept; the other recipes are first trials that ASHA may stop like any other.
+    there only the first (``plain-gru`` when the GRU is searched: the plain model the sweep
+    must beat) is kept; the other recipes are first trials that ASHA may stop like any other.
     """
     pts = [{k: v for k, v in p.items() if k != "recipe"} for p in meta.get("recipe_points") or []]
     return pts[:1] if fam is None else [{k: v for k, v in p.items() if k != "family"}

@@ -1,0 +1,160 @@
+"""The pieces of a budgeted full-search that decide where the time goes, on plain data:
+the leaderboard keeps trials the budget cut and names the floor, retrain adopts trials and
+sizes its seed jobs to the time left, the LR anneals by a wall-clock limit, and the presets
+resolve as documented."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from lobsweep.errors import UserError
+from lobsweep.flows import profiles
+from lobsweep.training import retrain
+from lobsweep.training.trainer import TrainConfig, Trainer
+from lobsweep.tuning.leaderboard import build_leaderboard, format_leaderboard
+
+
+def _bundle(root, name, family="gru", tune=0.1, max_train_seqs=None, seed=0):
+    """A directory that reads as a bundle spec (enough for the leaderboard and adoption)."""
+    d = os.path.join(root, name)
+    os.makedirs(d, exist_ok=True)
+    spec = {"family": family, "config": {"hidden": 8}, "train_config": {"lr": 1e-3, "time_limit_s": 40.0},
+            "features": {}, "seed": seed, "best_epoch": 3, "n_params": 10,
+            "data": {"max_train_seqs": max_train_seqs},
+            "metrics": {"tune_mean": tune, "report_mean": 0.0, "train_seconds": 60.0}}
+    with open(os.path.join(d, "spec.json"), "w") as fh:
+        json.dump(spec, fh)
+    np.save(os.path.join(d, "valid_pred.npy"), np.zeros((4, 2), dtype=np.float32))
+    return d
+
+
+def _rec(root, tid, status, tune=None, family="gru", recipe=None):
+    return {"trial_id": tid, "status": status, "epochs": 3, "family": family, "config": {},
+            "bundle": _bundle(root, tid, family, tune) if tune is not None else None, "recipe": recipe}
+
+
+@pytest.fixture
+def board(tmp_path, monkeypatch):
+    import lobsweep.training.bundle as bundle_mod
+    monkeypatch.setattr(bundle_mod, "read_spec", lambda p: json.load(open(os.path.join(p, "spec.json"))))
+    root = str(tmp_path / "trials")
+    recs = [_rec(root, "a", "completed", 0.30, recipe="default-gru"),
+            _rec(root, "b", "stopped_at_epoch_4", 0.35),                       # cut by the budget
+            _rec(root, "c", "pruned_at_epoch_1"),
+            _rec(root, "d", "completed", 0.20, family="lstm", recipe="default-lstm"),
+            _rec(root, "e", "stopped_at_epoch_2", 0.25, family="lstm"),
+            _rec(root, "f", "failed", family="lstm")]
+    return build_leaderboard(recs, "s", top_k=1)
+
+
+def test_leaderboard_keeps_budget_cut_trials_counts_them_and_names_the_floor(board):
+    assert [e["trial_id"] for e in board["overall"]] == ["b", "e"]       # top 1 per family, cut ones included
+    assert board["counts"]["gru"] == {"completed": 1, "stopped": 1, "failed": 0, "pruned": 1, "total": 3}
+    assert board["counts"]["lstm"] == {"completed": 1, "stopped": 1, "failed": 1, "pruned": 0, "total": 3}
+    assert board["floor"]["trial_id"] == "a" and board["floor"]["recipe"] == "default-gru"   # best recipe
+    assert "3 started, 1 completed / 1 cut by the budget / 1 pruned" in format_leaderboard(board)
+
+
+def test_retrain_entries_always_include_the_floor(board):
+    per_family = retrain.retrain_entries(board, top_k=1)
+    assert [e["trial_id"] for _, e in per_family] == ["b", "e", "a"]
+    adopt = retrain.retrain_entries(board, top_k=1, adopt=True)             # the best overall, plus the floor
+    assert [e["trial_id"] for _, e in adopt] == ["b", "a"]
+    jobs = retrain.plan_jobs(board, top_k=1, seeds=2, adopt=True)
+    assert [(j["parent_trial"], j["floor"]) for j in jobs] == [("b", False), ("b", False), ("a", True), ("a", True)]
+    assert all(j["train_config"]["time_limit_s"] == 0.0 for j in jobs)   # a trial's deadline is not a member's
+    assert len({j["seed"] for j in jobs}) == 4
+
+
+def test_seed_jobs_fit_the_time_left_floor_first(board):
+    jobs = retrain.plan_jobs(board, top_k=1, seeds=2, adopt=True)          # parents trained 60 s each
+    one_wave = retrain.fit_jobs_to_time(jobs, time_budget_s=70, slots=2)
+    assert [(j["parent_trial"], j["seed"] % 100) for j in one_wave] == [("a", 0), ("b", 0)]
+    assert len(retrain.fit_jobs_to_time(jobs, time_budget_s=10, slots=1)) == 1       # at least one wave
+    assert len(retrain.fit_jobs_to_time(jobs, time_budget_s=600, slots=2)) == 4      # all that were planned
+
+
+def test_adopt_copies_whole_fit_trials_and_writes_the_floor(board, tmp_path):
+    pool = str(tmp_path / "pool")
+    os.makedirs(pool)
+    adopted = retrain.adopt_trials(board, top_k=1, out_root=pool)
+    assert sorted(r["name"] for r in adopted) == ["gru-a-trial", "gru-b-trial", "lstm-e-trial"]
+    for r in adopted:
+        assert os.path.isfile(os.path.join(r["bundle"], "spec.json")) and r["bundle"].startswith(pool)
+    names = retrain.write_floor(pool, board, adopted + [{"ok": True, "name": "gru-a-s0", "parent_trial": "a"}])
+    assert names == ["gru-a-s0", "gru-a-trial"]
+    assert json.load(open(os.path.join(pool, retrain.FLOOR_FILE)))["recipe"] == "default-gru"
+    again = retrain.adopt_trials(board, top_k=1, out_root=pool)             # a rerun finds them in place
+    assert sorted(r["name"] for r in again) == sorted(r["name"] for r in adopted)
+
+
+def test_adopt_leaves_out_trials_of_a_subsampled_sweep(board, tmp_path, capsys):
+    _bundle(os.path.dirname(board["overall"][0]["bundle"]), "b", tune=0.35, max_train_seqs=16)
+    pool = str(tmp_path / "pool")
+    os.makedirs(pool)
+    names = [r["name"] for r in retrain.adopt_trials(board, top_k=1, out_root=pool)]
+    assert "gru-b-trial" not in names and "not adopted" in capsys.readouterr().out
+
+
+def _split(n, t=64, f=4, seed=0):
+    from lobsweep.training.trainer import Split
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, t, f)).astype(np.float32)
+    Y = rng.normal(size=(n, t, 2)).astype(np.float32)
+    return Split(X, Y, np.ones((n, t), dtype=bool))
+
+
+def test_cosine_with_a_time_limit_anneals_by_the_clock():
+    """The LR factor follows the larger of step progress and clock progress, to the 0.02 floor."""
+    from lobsweep.models import create_model
+    model = create_model("gru", n_features=4, hidden=8, layers=1)
+    cfg = TrainConfig(epochs=10_000, lr=1e-2, batch_size=4, time_limit_s=100.0, device="cpu")
+    tr = Trainer(model, cfg, _split(16), _split(8, seed=1), None, seed=0)
+    assert isinstance(tr.sched, torch.optim.lr_scheduler.LambdaLR)
+    total = tr.steps_per_epoch * cfg.epochs
+    factor = tr._timed_cosine(total)
+    now = time.perf_counter()
+    for elapsed, want in ((0.0, 1.0), (50.0, 0.51), (75.0, 0.02 + 0.98 * 0.5 * (1 + np.cos(0.75 * np.pi))),
+                          (250.0, 0.02)):
+        tr.started = now - elapsed
+        assert factor(0) == pytest.approx(want, abs=2e-3), elapsed
+    tr.started = time.perf_counter()
+    assert factor(total) == pytest.approx(0.02) and factor(total // 2) == pytest.approx(0.51, abs=1e-3)
+    plain = Trainer(model, TrainConfig(epochs=3, device="cpu"), _split(16), _split(8, seed=1), None, seed=0)
+    assert isinstance(plain.sched, torch.optim.lr_scheduler.CosineAnnealingLR)      # no limit: by steps
+
+
+def test_presets_resolve_as_documented():
+    demo = profiles.resolve("demo")
+    assert demo.time_budget_s == 300 and demo.hpo["joint"] and demo.hpo["recipes"] and demo.retrain["adopt"]
+    assert "spaces" not in demo.hpo and demo.hpo["max_train_seqs"] is None and demo.hpo["train_fixed"] == {}
+    assert profiles.resolve("demo", time_budget="20m").time_budget_s == 1200
+    smoke = profiles.resolve("smoke")
+    assert smoke.time_budget_s is None and not smoke.hpo["joint"] and "spaces" in smoke.hpo
+    full = profiles.resolve("full")
+    assert not full.hpo["joint"] and profiles.resolve("full", time_budget="2h").hpo["joint"]
+    with pytest.raises(UserError, match="time-budget"):
+        profiles.resolve("demo", time_budget="soon")
+
+
+def test_a_joint_study_starts_with_the_plain_default_and_keeps_only_it_from_pruning():
+    from lobsweep.search_spaces import sweep_space
+    from lobsweep.tuning.sweep_run import _recipe_values, _with_recipes
+    fams = ["gru", "gru_attention", "lstm", "ssm", "transformer"]
+    meta = {"name": "j", "families": fams, "joint": True}
+    _with_recipes(meta, {f: sweep_space(f) for f in fams})
+    order = [p["recipe"] for p in meta["recipe_points"]]
+    assert order[0] == "plain-gru"
+    assert set(order[1:6]) == {f"default-{f}" for f in fams}                # every family's default next
+    assert set(order[6:]) == {"organiser-baseline", "vanilla-gru-3x64", "pearson-gru-4x128"}
+    kept = _recipe_values(meta, None)
+    assert len(kept) == 1 and kept[0]["family"] == "gru"
+    per_family = {"name": "p", "families": fams, "joint": False}
+    _with_recipes(per_family, {f: sweep_space(f) for f in fams})
+    assert len(_recipe_values(per_family, "gru")) == 5                     # per family: every recipe kept
