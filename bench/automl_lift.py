@@ -106,11 +106,12 @@ def run_case(root: str, data: str, test: str, budget: str, seconds: float) -> di
                         "--epochs", "1000", "--train-set", f"time_limit_s={seconds}", log=log)
     base_zip = os.path.join(root, f"baseline-{budget}.zip")
     _, pkg_wall = cli("package", "--members", bundle, "--out", base_zip, log=log)
+    load = os.getloadavg()[1]             # 5-minute load average after both arms: another job would show here
     a, b = score(fs_zip, test), score(base_zip, test)
     return {"budget": budget, "full_search": a["weighted_pearson"], "full_search_oracle": a.get("oracle_fraction"),
             "full_search_wall_s": fs_wall, "baseline": b["weighted_pearson"],
             "baseline_oracle": b.get("oracle_fraction"), "baseline_wall_s": train_wall + pkg_wall,
-            "lift": lift_ci(test, a, b)}
+            "lift": lift_ci(test, a, b), "load5": load}
 
 
 def main() -> int:
