@@ -40,6 +40,7 @@ TEST_SEED_OFFSET = 1000
 
 
 ENV = dict(os.environ)
+CWD = None
 
 
 def snapshot_library(work: str) -> str:
@@ -50,9 +51,11 @@ def snapshot_library(work: str) -> str:
     for name, src in library_roots().items():
         shutil.copytree(src, os.path.join(root, *name.split(".")), dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("__pycache__"))
-    ENV["PYTHONPATH"] = root
+    ENV["PYTHONPATH"] = root              # commands run with cwd=work: a checkout as cwd would shadow it
+    global CWD
+    CWD = work
     check = subprocess.run([sys.executable, "-c", "import lobsweep.flows.budget as b; print(b.__file__)"],
-                           env=ENV, capture_output=True, text=True)
+                           env=ENV, capture_output=True, text=True, cwd=work)
     assert check.stdout.startswith(root), f"the snapshot is not what runs: {check.stdout or check.stderr}"
     sys.path.insert(0, root)                  # and in this process (data, scoring): drop what was imported
     for mod in [m for m in sys.modules if m == "lobsweep" or m.startswith("lobsweep.")]:
@@ -63,7 +66,7 @@ def snapshot_library(work: str) -> str:
 def cli(*args: str, log: str) -> tuple[str, float]:
     """Run ``lobsweep ARGS``; (stdout, wall seconds). Output is kept in ``log``; a failure raises."""
     t0 = time.time()
-    r = subprocess.run([sys.executable, "-m", "lobsweep", *args], capture_output=True, text=True, env=ENV)
+    r = subprocess.run([sys.executable, "-m", "lobsweep", *args], capture_output=True, text=True, env=ENV, cwd=CWD)
     with open(log, "a") as fh:
         fh.write(f"$ lobsweep {' '.join(args)}\n{r.stdout}\n{r.stderr}\n")
     if r.returncode != 0:
