@@ -1,6 +1,13 @@
 """Does the AutoML pay for itself? full-search at budget B against the plain default GRU trained for B.
 
     python bench/automl_lift.py [--budgets 5m,10m,20m] [--datasets default,shifted] [--out bench/results]
+    python bench/automl_lift.py --cases default:5m,shifted:5m,default:10m,shifted:10m,shifted:20m --work W
+
+``--cases`` lists (dataset, budget) pairs in the order they run (instead of every
+dataset x every budget). Each finished case is appended to ``<work>/results.jsonl``
+and the table is rewritten after every case; rerunning with the same ``--work``
+skips the cases already there (the library is snapshotted afresh, so only rerun
+to finish an interrupted bench of the same code).
 
 For each dataset (the synthetic default, and the ``shifted`` generator variant
 whose signal lives at other time scales with other interactions) and each
@@ -122,6 +129,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--budgets", default="5m")
     ap.add_argument("--datasets", default="default,shifted")
+    ap.add_argument("--cases", default=None, help="dataset:budget,... in run order (overrides the two above)")
     ap.add_argument("--n-train", type=int, default=256)
     ap.add_argument("--n-valid", type=int, default=64)
     ap.add_argument("--n-test", type=int, default=64)
@@ -130,33 +138,46 @@ def main() -> int:
     ap.add_argument("--out", default="bench/results")
     args = ap.parse_args()
     work = args.work or tempfile.mkdtemp(prefix="automl-lift-")
+    os.makedirs(work, exist_ok=True)
     print(f"library snapshot: {snapshot_library(work)}", flush=True)
-    results = []
-    for variant in args.datasets.split(","):
+    cases = ([tuple(c.split(":")) for c in args.cases.split(",")] if args.cases else
+             [(v, b) for v in args.datasets.split(",") for b in args.budgets.split(",")])
+    done_path = os.path.join(work, "results.jsonl")
+    results = [json.loads(line) for line in open(done_path)] if os.path.exists(done_path) else []
+    for variant, budget in cases:
+        if any(r["dataset"] == variant and r["budget"] == budget for r in results):
+            continue
         root = os.path.join(work, variant)
         os.makedirs(root, exist_ok=True)
         data, test = make_data(root, variant, args.n_train, args.n_valid, args.n_test, args.seed)
-        for budget in args.budgets.split(","):
-            r = {"dataset": variant, **run_case(root, data, test, budget, parse_duration(budget))}
-            results.append(r)
-            print(json.dumps(r, default=float), flush=True)
+        r = {"dataset": variant, **run_case(root, data, test, budget, parse_duration(budget))}
+        results.append(r)
+        with open(done_path, "a") as fh:
+            fh.write(json.dumps(r, default=float) + "\n")
+        print(json.dumps(r, default=float), flush=True)
+        write_table(results, args)
+    write_table(results, args)
+    return 0
+
+
+def write_table(results: list[dict], args) -> None:
     lines = [f"# AutoML lift: full-search at budget B vs the default GRU trained for B ({time.strftime('%Y-%m-%d')})",
              "", f"{args.n_train} train / {args.n_valid} valid sequences; scored on {args.n_test} held-out test "
-             "sequences (another seed, same generator); 2-core CPU machine.", "",
-             "| dataset | B | full-search | (oracle %) | wall s | default GRU | (oracle %) | wall s | lift | 95% CI |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "sequences (another seed, same generator); 2-core CPU machine; load5 is the 5-minute load "
+             "average after both arms (2.0 = both cores busy, more = something else ran too).", "",
+             "| dataset | B | full-search | (oracle %) | wall s | default GRU | (oracle %) | wall s | lift | 95% CI | load5 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
         lines.append(f"| {r['dataset']} | {r['budget']} | {r['full_search']:.4f} | {pct(r['full_search_oracle'])} | "
                      f"{r['full_search_wall_s']:.0f} | {r['baseline']:.4f} | {pct(r['baseline_oracle'])} | "
                      f"{r['baseline_wall_s']:.0f} | {r['lift']['gain']:+.4f} | "
-                     f"[{r['lift']['lo']:+.4f}, {r['lift']['hi']:+.4f}] |")
+                     f"[{r['lift']['lo']:+.4f}, {r['lift']['hi']:+.4f}] | {r.get('load5', float('nan')):.2f} |")
     table = "\n".join(lines)
-    print(table)
+    print(table, flush=True)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "automl_lift.md"), "w") as fh:
         fh.write(table + "\n")
-    return 0
 
 
 if __name__ == "__main__":

@@ -77,3 +77,45 @@ def test_full_search_real_chain_from_a_deep_path_with_a_space(deep_dir, cli):
     for stage in ("feature-search", "hpo", "retrain", "ensemble", "package", "score"):
         assert f"[{stage}] cached (inputs unchanged)" in again.stdout, stage
     assert f"zip: {zip_path}" in again.stdout
+
+
+@pytest.mark.slow
+def test_budgeted_full_search_ends_in_time_with_a_zip_never_below_its_floor(deep_dir, cli):
+    """The default preset as a user runs it: ``--time-budget`` alone with ``--data`` (joint study,
+    full-size recipes, adoption, the floor), from a path with a space; it ends within the budget
+    plus its stated tolerance with a complete zip, and the ensemble's tune score is at least the
+    floor's."""
+    import json
+    import time
+    from lobsweep.flows.budget import TOLERANCE
+    home = deep_dir("budget runs")
+    data = os.path.join(home, "data")
+    write_dataset(data, n_train=32, n_valid=16, seed=12)
+    run_dir = os.path.join(home, "runs")
+    env = {"MLFLOW_TRACKING_URI": "", "PREFECT_API_URL": "", "LOBSWEEP_RUN_DIR": ""}
+    budget = 150
+    t0 = time.time()
+    res = cli("full-search", "--data", data, "--run-dir", run_dir, "--families", "gru,lstm",
+              "--time-budget", f"{budget}s", cwd=home, env=env, timeout=1500)
+    wall = time.time() - t0
+    assert res.returncode == 0, res.stderr[-4000:]
+    out = res.stdout
+    assert "profile demo" in out and "one joint study" in out and "time budget 2:30" in out
+    # the flow's own clock (start-up of the interpreter and Prefect aside) keeps the stated tolerance
+    flow_s = float(out.split("\nflow ")[1].split(" s:")[0])
+    assert flow_s <= budget * (1 + TOLERANCE), (flow_s, wall)
+    assert "== time budget" in out and "started," in out and "cut by the budget" in out
+    zip_path = next(line for line in out.splitlines() if line.startswith("zip: "))[5:].split(" (")[0]
+    with zipfile.ZipFile(zip_path) as z:
+        assert "solution.py" in z.namelist()
+    pool = out.split("== retrained members (")[1].split(" bundles in ")[1].split(")")[0]
+    floor = json.load(open(os.path.join(pool, "floor.json")))
+    from lobsweep.search_spaces.recipes import RECIPES
+    assert floor["recipe"] in RECIPES and floor["members"], floor           # the best recipe trial's members
+    assert any(name.endswith("-trial") for name in os.listdir(pool))       # trials adopted as members
+    spec_path = os.path.join(run_dir, "ensemble")
+    [spec_file] = [os.path.join(r, f) for r, _, fs in os.walk(spec_path) for f in fs if f == "ensemble.json"]
+    spec = json.load(open(spec_file))
+    rows = {r["method"]: r for r in spec["table"]}
+    assert "floor" in rows and spec["tune_score"] >= rows["floor"]["tune_cv_mean"] - 1e-12
+    assert spec["reference"] in ("uniform", "floor")

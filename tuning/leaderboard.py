@@ -48,7 +48,7 @@ def _entry(rec: dict) -> dict | None:
             "report_score": m.get("report_mean"), "report_t0": m.get("report_t0"), "report_t1": m.get("report_t1"),
             "fraction_of_oracle": m.get("fraction_of_oracle"), "params_count": spec.get("n_params"),
             "train_seconds": m.get("train_seconds"),
-            "epochs": rec.get("epochs"), "best_epoch": spec.get("best_epoch"), "status": rec["status"],
+            "epochs": rec.get("epochs") or len(spec.get("history") or []), "best_epoch": spec.get("best_epoch"), "status": rec["status"],
             "recipe": rec.get("recipe"), "bundle": os.path.abspath(rec["bundle"]),
             "mlflow_run_id": rec.get("mlflow_run_id")}
 
