@@ -5,7 +5,8 @@ MLflow experiment) and the valid file they were scored on, so it can be rerun
 alone whenever new bundles arrive, including bundles trained elsewhere.
 
     bundles -> validate (spec, weights_only, data fingerprint)
-            -> member costs in the packaged engine (cached per bundle)
+            -> member costs in the packaged engine, in the zip's weight
+               precision (cached per bundle and precision)
             -> select_ensemble on tune rows (or out-of-fold pool rows for
                bagged members, see rows.py), reported on report rows
             -> ensemble spec JSON (what `lobsweep package` consumes)
@@ -90,8 +91,11 @@ def run_ensemble(*, checkpoints: str | None = None, from_mlflow: str | None = No
                  budget_minutes: float = 60.0, safety: float = 2.0, n_seq_test: int = 1500, out: str | None = None,
                  methods=("uniform", "greedy", "weighted"), tracking_uri: str | None = None,
                  run_dir: str | None = None, use_mlflow: bool = True, register: bool = True,
-                 n_boot: int = 200, seed: int = 0) -> dict:
-    """Select an ensemble from bundles and write its spec. Returns a summary."""
+                 n_boot: int = 200, seed: int = 0, precision: str = "float32") -> dict:
+    """Select an ensemble from bundles and write its spec. Returns a summary.
+
+    ``precision``: the weight storage the zip will use; members cost what the engine measures in that mode.
+    """
     from .. import tracking as trk
     from ..submission.cost import member_cost_ms
     if budget_minutes <= 0 or safety < 1:
@@ -108,7 +112,7 @@ def run_ensemble(*, checkpoints: str | None = None, from_mlflow: str | None = No
     if not members:
         raise UserError(f"no usable bundle among {len(paths)}; first problem: {rejected[0]['reason']}")
     rows = selection_rows(members, valid, split, data_dir)
-    costs = np.array([member_cost_ms(m.path) for m in members])
+    costs = np.array([member_cost_ms(m.path, precision=precision) for m in members])
     budget = budget_from_minutes(budget_minutes, n_seq=n_seq_test, safety=safety)
     floor = floor_members(checkpoints, members)
     rep = select_ensemble(rows.P_tune, rows.Y_tune, rows.g_tune, rows.P_report, rows.Y_report, rows.g_report,
@@ -127,7 +131,7 @@ def run_ensemble(*, checkpoints: str | None = None, from_mlflow: str | None = No
             "selected_on": rows.selected_on, "tune_score": used_row["tune_cv_mean"],
             "honest_report": rows.honest, "report": used_row, "table": rep.table(),
             "budget_ms_per_step": float(budget), "cost_ms_per_step": float(costs[keep].sum()),
-            "budget_minutes": budget_minutes, "safety": safety, "rejected": rejected,
+            "budget_minutes": budget_minutes, "safety": safety, "precision": precision, "rejected": rejected,
             "data": {"valid_fingerprint": valid.fingerprint, "split": split, "data_dir": data_dir},
             "fraction_of_oracle": (used_row["mean"] / oracle["mean"]) if oracle else None,
             "oracle_report": oracle, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -203,15 +203,19 @@ def ensemble(checkpoints: str, bundles_id: dict, data_dir: str | None, data_id: 
 
 
 @stage_task("package", retries=2)
-def package(spec_path: str, spec_digest: str, run_dir: str) -> dict:
-    """The submission zip of an ensemble spec, under ``<run_dir>/submissions/<digest>/``."""
+def package(spec_path: str, spec_digest: str, run_dir: str, precision: str = "float32", fallback: bool = False,
+            data_dir: str | None = None) -> dict:
+    """The submission zip of an ensemble spec, under ``<run_dir>/submissions/<digest>/`` (a float16 or int8
+    zip under ``<digest>-<precision>/``), its weights stored in ``precision`` behind the score gate."""
     from ..submission.package import package_from_spec
-    out_zip = os.path.join(run_dir, "submissions", spec_digest, "submission.zip")
+    folder = spec_digest if precision == "float32" else f"{spec_digest}-{precision}"
+    out_zip = os.path.join(run_dir, "submissions", folder, "submission.zip")
     os.makedirs(os.path.dirname(out_zip), exist_ok=True)
     t0 = time.perf_counter()
-    out = package_from_spec(spec_path, out_zip)
+    out = package_from_spec(spec_path, out_zip, precision=precision, fallback=fallback, data_dir=data_dir)
     return plain({"zip": out["path"], "bytes": out["bytes"], "n_members": out["n_members"],
-                  "families": out["families"], "digest": file_digest(out["path"]), "seconds": time.perf_counter() - t0})
+                  "families": out["families"], "precision": precision, "member_precision": out["member_precision"],
+                  "digest": file_digest(out["path"]), "seconds": time.perf_counter() - t0})
 
 
 def write_report_split(valid_path: str, split: dict, out_path: str) -> str:

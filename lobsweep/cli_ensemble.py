@@ -62,6 +62,8 @@ def _ensemble_args(p):
     p.add_argument("--data", default=None, help="DIR holding the valid file (default: from the bundles)")
     p.add_argument("--budget-minutes", type=float, default=60.0, help="time limit for 1500 test sequences")
     p.add_argument("--safety", type=float, default=2.0, help="the budget is divided by this margin")
+    p.add_argument("--precision", default="float32", choices=("float32", "float16", "int8"),
+                   help="weight storage of the zip to be packaged: members cost what the engine measures in it")
     p.add_argument("--methods", default="uniform,greedy,weighted")
     p.add_argument("--out", default=None, help="ensemble spec JSON to write")
     p.add_argument("--tracking-uri", default=None)
@@ -75,7 +77,7 @@ def cmd_ensemble(args):
     s = run_ensemble(checkpoints=args.checkpoints, from_mlflow=args.from_mlflow, data_dir=args.data,
                      budget_minutes=args.budget_minutes, safety=args.safety, out=args.out,
                      methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
-                     tracking_uri=args.tracking_uri, use_mlflow=not args.no_mlflow)
+                     tracking_uri=args.tracking_uri, use_mlflow=not args.no_mlflow, precision=args.precision)
     for r in s["rejected"]:
         print(f"rejected {r['bundle']}: {r['reason']}")
     print(format_table(s["spec"]))

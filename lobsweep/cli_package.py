@@ -12,9 +12,19 @@ def _package_args(p):
                         "or a JSON list [[w_t0, w_t1], ...] in --members order; default: uniform")
     p.add_argument("--out", required=True, help="zip path to write")
     p.add_argument("--max-mb", type=float, default=20.0, help="size limit in MB (10^6 bytes)")
+    p.add_argument("--precision", default="float16", choices=("float32", "float16", "int8"),
+                   help="how weight matrices are stored in the zip (decoded to float32 once at load); a compact "
+                        "mode must keep each member's and the ensemble's score on the report rows within 1e-4 "
+                        "of float32 (default: float16)")
+    p.add_argument("--fallback", action="store_true",
+                   help="store a member that fails the precision gate in float32 instead of refusing")
+    p.add_argument("--data", default=None, metavar="DIR",
+                   help="dataset whose valid report rows the precision gate scores (default: the one the "
+                        "members were trained on)")
     p.add_argument("--verify", default=None, metavar="DATA",
                    help="then score the zip step by step on this valid file (or DIR holding valid.parquet) "
-                        "and check it matches the members' offline predictions to 1e-4")
+                        "and check it matches the members' offline predictions to 1e-4 (a float16/int8 zip: "
+                        "their score to 1e-4)")
 
 
 def resolve_members(members_arg: str | None, weights_arg: str | None):
@@ -50,33 +60,63 @@ def resolve_members(members_arg: str | None, weights_arg: str | None):
     raise UserError(f"{weights_arg}: expected an ensemble spec (format {SPEC_FORMAT!r}) or a list of [w_t0, w_t1]")
 
 
+def _member_lines(info: dict) -> list[str]:
+    """Per member: stored mode, bytes in the zip (a bag's K models summed) and, for a compact mode,
+    the gate's score delta; then the ensemble's."""
+    members: dict[str, list] = {}
+    for name, nbytes in info["member_bytes"].items():
+        entry = members.setdefault(name.split("#fold")[0], [info["member_precision"][name], 0])
+        entry[1] += nbytes
+    gate = {g["name"]: g for g in (info["gate"] or {}).get("members", [])}
+    lines = []
+    for name, (mode, nbytes) in members.items():
+        line = f"  {name}: {mode}, {nbytes / 1e6:.3f} MB"
+        g = gate.get(name)
+        if g is not None:
+            delta = f"{g['delta']:+.1e}" if not g.get("problem") else g["problem"]
+            line += f"; {info['precision']} score delta {delta}" + (" (over the gate)" if mode == "float32" else "")
+        lines.append(line)
+    if info["gate"]:
+        e = info["gate"]["ensemble"]
+        lines.append(f"  ensemble score {e['score32']:.6f} (float32) -> {e['score']:.6f} ({e['delta']:+.1e}) on "
+                     f"the report rows of {info['gate']['data']}")
+    return lines
+
+
 @command("package", "package bundles into a submission zip (fused numpy engine, parity-checked)")
 @_args(_package_args)
 def cmd_package(args):
     import os
 
+    from .errors import UserError
     from .submission.package import package, parity_check
 
     members, weights, post_scale = resolve_members(args.members, args.weights)
-    info = package(members, args.out, weights=weights, post_scale=post_scale, max_bytes=int(args.max_mb * 1e6))
+    info = package(members, args.out, weights=weights, post_scale=post_scale, max_bytes=int(args.max_mb * 1e6),
+                   precision=args.precision, fallback=args.fallback, data_dir=args.data)
     fams = ", ".join(f"{k} x{v}" for k, v in info["families"].items())
-    line = (f"wrote {info['path']}: {info['bytes'] / 1e6:.2f} MB, {info['n_members']} members ({fams}), "
-            f"{info['n_pipelines']} feature pipeline(s)")
+    line = (f"wrote {info['path']}: {info['bytes'] / 1e6:.2f} MB ({args.precision} weights), {info['n_members']} "
+            f"members ({fams}), {info['n_pipelines']} feature pipeline(s)")
     if info["skipped"]:
         line += f"; left out (zero weight): {', '.join(info['skipped'])}"
     if info["n_models"] != info["n_members"]:
         line += f"; {info['n_models']} models in all (bagged members stream their K fold models, averaged)"
     print(line)
+    print("\n".join(_member_lines(info)))
     if info.get("note"):
         print(f"note: {info['note']}")
     if args.verify:
         data = os.path.join(args.verify, "valid.parquet") if os.path.isdir(args.verify) else args.verify
         res = parity_check(info["path"], data)
         status = "ok" if res["parity_ok"] else "FAILED"
-        print(f"parity {status}: max |zip - offline| = {res['max_abs_diff']:.2g} over {res['rows']} rows; "
+        check = (f"max |zip - offline| = {res['max_abs_diff']:.2g}" if res["mode"] == "prediction" else
+                 f"score - float32 offline score = {res['score_delta']:+.2g} (max |zip - offline| "
+                 f"{res['max_abs_diff']:.2g})")
+        print(f"parity {status}: {check} over {res['rows']} rows; "
               f"weighted_pearson={res['weighted_pearson']:.4f}, {res['ms_per_row']:.3f} ms/row, "
               f"projected {res['projected_minutes_1500_seq']:.1f} min for 1500 sequences")
         if not res["parity_ok"]:
-            from .errors import UserError, read_json
-            raise UserError(f"{info['path']}: streamed predictions differ from the offline ones by "
-                            f"{res['max_abs_diff']:.2g} (> 1e-4)")
+            what = ("streamed predictions differ from the offline ones by " + f"{res['max_abs_diff']:.2g}"
+                    if res["mode"] == "prediction" else
+                    f"its score differs from the float32 offline score by {res['score_delta']:+.2g}")
+            raise UserError(f"{info['path']}: {what} (> 1e-4)")

@@ -1,10 +1,16 @@
 """Streaming cost of members and ensembles in the packaged engine (ms per step, one thread).
 
-``member_cost_ms(bundle)`` times a one-member engine (its feature pipeline, its
-model step and the combine: what that member costs alone in a zip) and caches the
-result in the bundle as ``latency.json``; the ensemble stage sums these, which
+``member_cost_ms(bundle, precision=...)`` times a one-member engine (its feature
+pipeline, its model step and the combine: what that member costs alone in a zip whose
+weights are stored in ``precision``) and caches the result in the bundle as
+``latency.json`` (float32) or ``latency-<precision>.json``; the ensemble stage sums these, which
 over-counts shared pipelines and the fixed per-row work, so the sum is an upper
 bound. ``ensemble_cost_ms(bundles)`` times the fused engine for the whole set.
+
+The zip's engine decodes float16 and int8 weights to float32 once at load and computes
+in float32, so today the three modes cost about the same per step; they are measured
+per mode (not assumed equal) so that an engine that computes on compact weights
+(engine_ort.py, benched in bench/inference_latency.py) changes the costs by itself.
 
 Timings use synthetic order-book rows (``sample_rows``; the engine's cost does not
 depend on the values), BLAS limited to one thread, a warm-up, and the fastest of
@@ -25,6 +31,7 @@ import numpy as np
 
 from .engine import VERSION
 from .package import engine_from_bundles
+from .precision import check_precision
 
 LATENCY_FILE = "latency.json"
 FORMAT = "lobsweep.latency/1"
@@ -92,18 +99,24 @@ def _read_cache(path: str) -> dict | None:
     return cached if ok and isinstance(cached.get("ms_per_step"), (int, float)) else None
 
 
-def member_cost_ms(bundle_dir: str, steps: int = 3000, refresh: bool = False) -> float:
-    """ms per step of one member alone in the packaged engine; cached in ``bundle_dir/latency.json``.
+def latency_file(precision: str = "float32") -> str:
+    """The cache file of a member's cost with weights stored in ``precision``."""
+    return LATENCY_FILE if check_precision(precision) == "float32" else f"latency-{precision}.json"
+
+
+def member_cost_ms(bundle_dir: str, steps: int = 3000, refresh: bool = False, precision: str = "float32") -> float:
+    """ms per step of one member alone in the packaged engine with weights stored in ``precision``;
+    cached in ``bundle_dir/latency_file(precision)``.
 
     A cache written by another engine version or on another host is measured again; ``refresh``
     always re-measures.
     """
-    path = os.path.join(str(bundle_dir), LATENCY_FILE)
+    path = os.path.join(str(bundle_dir), latency_file(precision))
     cached = None if refresh else _read_cache(path)
     if cached is not None:
         return float(cached["ms_per_step"])
-    timing = time_engine(engine_from_bundles([bundle_dir]), steps=steps)
-    record = {"format": FORMAT, "engine": VERSION, **timing, "steps": int(steps),
+    timing = time_engine(engine_from_bundles([bundle_dir], precision=precision), steps=steps)
+    record = {"format": FORMAT, "engine": VERSION, "precision": precision, **timing, "steps": int(steps),
               "host": platform.node(), "machine": platform.machine(),
               "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
     fd, tmp = tempfile.mkstemp(prefix=".latency-", suffix=".json", dir=str(bundle_dir))
@@ -117,6 +130,7 @@ def member_cost_ms(bundle_dir: str, steps: int = 3000, refresh: bool = False) ->
     return float(timing["ms_per_step"])
 
 
-def ensemble_cost_ms(bundle_dirs: list[str], steps: int = 3000, weights=None) -> float:
+def ensemble_cost_ms(bundle_dirs: list[str], steps: int = 3000, weights=None, precision: str = "float32") -> float:
     """Measured ms per step of the fused engine running all of ``bundle_dirs`` together."""
-    return float(time_engine(engine_from_bundles(list(bundle_dirs), weights), steps=steps)["ms_per_step"])
+    engine = engine_from_bundles(list(bundle_dirs), weights, precision=precision)
+    return float(time_engine(engine, steps=steps)["ms_per_step"])

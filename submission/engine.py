@@ -1,7 +1,7 @@
 """The fused streaming engine a submission runs: all members, one step per row, numpy only.
 
 Vendored verbatim into the zip as package ``lsrt_engine`` (with engine_ops.py,
-engine_rnn.py and engine_blocks.py), so it imports numpy and its siblings only;
+engine_rnn.py, engine_blocks.py and engine_weights.py), so it imports numpy and its siblings only;
 the caller passes the feature pipelines in (``lsrt_features`` in the zip,
 ``lobsweep.features`` here).
 
@@ -29,9 +29,10 @@ mapped to 0 (+-6 for infinities, the metric's clip) so the contract's (2,) finit
 array always comes back.
 
 Manifest (``model/manifest.json`` in the zip): ``{"format": FORMAT, "members":
-[{"name", "family", "config", "pipeline": index, "file": "m000.npz"}], "pipelines":
-[pipeline JSON strings], "weights": [[w_t0, w_t1], ...], "post_scale": [s0, s1]}``;
-each member's .npz holds its state_dict as float32 arrays.
+[{"name", "family", "config", "pipeline": index, "file": "m000.npz", "precision"}],
+"pipelines": [pipeline JSON strings], "weights": [[w_t0, w_t1], ...], "post_scale": [s0, s1]}``;
+each member's .npz holds its state_dict as float32 arrays, or with its weight matrices
+in float16 or int8 (engine_weights.py), decoded to float32 once at load.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import numpy as np
 from .engine_blocks import SSMGroup, TransformerGroup
 from .engine_ops import DTYPE
 from .engine_rnn import GRUAttentionGroup, GRUGroup, LSTMGroup
+from .engine_weights import decode
 
 FORMAT = "lobsweep.submission/1"
 VERSION = "numpy-fused/1"       # changes when the engine's cost model changes (cost.py caches by it)
@@ -134,8 +136,9 @@ class FusedEngine:
 
 
 def load_member_params(path: str) -> dict:
+    """A member's float32 state_dict from its .npz (compact weights decoded here, once)."""
     with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+        return decode({k: z[k] for k in z.files})
 
 
 def load_engine(directory: str, pipeline_from_json, fuse: bool = True) -> FusedEngine:

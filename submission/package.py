@@ -7,7 +7,13 @@ The zip (at most ``max_bytes``, 20 MB by default):
     lsrt_features/*.py       features/*.py verbatim (numpy only; relative imports keep working)
     model/manifest.json      members (family, config, pipeline index), distinct pipelines as
                              JSON (fitted normalisers included), weights [M, 2], post_scale [2]
-    model/m000.npz ...       each member's state_dict as float32 arrays
+    model/m000.npz ...       each member's state_dict: float32 arrays, or its weight matrices in
+                             float16 or int8 (``precision``; engine_weights.py), decoded at load
+
+``precision`` float16 or int8 must pass the score gate (precision.py): each member's
+official score on the report rows of a dataset within 1e-4 of its float32 score, and
+the ensemble's too. A member that fails is refused, or stored in float32 with
+``fallback``; the manifest records each member's ``precision``.
 
 A bagged member (K fold models, training/bagging.py) is written as K engine
 models of weight w/K each, so the fused step averages them; the manifest's
@@ -37,10 +43,12 @@ from ..models import get_config_class
 from ..models.registry import build_config
 from ..training.bundle import Bundle, load_bundle
 from .engine import FORMAT, FusedEngine
+from .engine_weights import encode
+from .precision import TOLERANCE, Gate, check_precision, gate_data
 
 MAX_ZIP_BYTES = 20_000_000            # the scorer's limit: "20 MB", decimal
 SPEC_FORMAT = "lobsweep.ensemble/1"
-ENGINE_FILES = ("engine.py", "engine_ops.py", "engine_rnn.py", "engine_blocks.py")
+ENGINE_FILES = ("engine.py", "engine_ops.py", "engine_rnn.py", "engine_blocks.py", "engine_weights.py")
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _ZIP_DATE = (2020, 1, 1, 0, 0, 0)      # fixed timestamps: the same inputs give the same bytes
 
@@ -77,19 +85,21 @@ def _check_post_scale(post_scale) -> np.ndarray:
     return s
 
 
-def _expand(bundles: list[Bundle], w: np.ndarray) -> tuple[list[Bundle], list[dict], np.ndarray, list[int]]:
+def _expand(bundles: list[Bundle], w: np.ndarray):
     """One engine model per plain member, K per bagged member, each of those with weight ``w / K``:
     the engine's weighted sum then averages a bag's K models inside the fused step.
-    Returns (bundle per model, float32 arrays per model, weights [n_models, 2], fold per model)."""
-    out_b, arrays, ws, folds = [], [], [], []
-    for b, wi in zip(bundles, w):
+    Returns (bundle per model, float32 arrays per model, weights [n_models, 2], fold per model,
+    member index per model)."""
+    out_b, arrays, ws, folds, owner = [], [], [], [], []
+    for i, (b, wi) in enumerate(zip(bundles, w)):
         sets = b.state_dicts()
         for j, sd in enumerate(sets):
             out_b.append(b)
             arrays.append({k: v.detach().cpu().float().numpy() for k, v in sd.items()})
             ws.append(wi / len(sets))
             folds.append(j if "bag" in b.spec else -1)
-    return out_b, arrays, np.asarray(ws, dtype=np.float64).reshape(-1, 2), folds
+            owner.append(i)
+    return out_b, arrays, np.asarray(ws, dtype=np.float64).reshape(-1, 2), folds, owner
 
 
 def _layout(bundles: list[Bundle]) -> tuple[list[str], list[dict]]:
@@ -123,10 +133,17 @@ def _engine(layout: list[dict], arrays: list[dict], pipelines: list[str], w, sca
         raise PackageError(f"cannot build the streaming engine: {exc}") from None
 
 
-def engine_from_bundles(members, weights=None, post_scale=(1.0, 1.0), fuse: bool = True) -> FusedEngine:
-    """The packaged engine, built in-process straight from bundles (costs, benches, tests)."""
+def engine_from_bundles(members, weights=None, post_scale=(1.0, 1.0), fuse: bool = True,
+                        precision: str = "float32") -> FusedEngine:
+    """The packaged engine, built in-process straight from bundles (costs, benches, tests), with the
+    weights a zip of ``precision`` computes with (every member in that mode, no gate)."""
+    from .engine_weights import round_trip
     bundles = _bundles(members)
-    models, arrays, w, _ = _expand(bundles, check_weights(weights, len(bundles)))
+    models, arrays, w, _, _ = _expand(bundles, check_weights(weights, len(bundles)))
+    try:
+        arrays = [round_trip(a, check_precision(precision)) for a in arrays]
+    except ValueError as exc:
+        raise PackageError(f"cannot store the weights in {precision}: {exc}") from None
     pipelines, layout = _layout(models)
     return _engine(layout, arrays, pipelines, w, _check_post_scale(post_scale), fuse)
 
@@ -182,13 +199,34 @@ def _drop_advice(names: list[str], sizes: list[int], w: np.ndarray, total: int, 
     return drop
 
 
+def choose_precisions(bundles: list[Bundle], names: list[str], arrays: list[dict], owner: list[int],
+                      w: np.ndarray, scale: np.ndarray, precision: str, fallback: bool = False,
+                      data_dir: str | None = None, tolerance: float = TOLERANCE) -> tuple[list[str], dict | None]:
+    """Each member's stored mode (float32, or ``precision`` where the score gate passes) and the gate's
+    record; PrecisionError (one line naming the member) when a member fails without ``fallback``."""
+    if precision == "float32":
+        return ["float32"] * len(bundles), None
+    gate = Gate(gate_data(data_dir, bundles), precision, tolerance, fallback)
+    results = [gate.member(names[i], b, [a for a, o in zip(arrays, owner) if o == i]) for i, b in enumerate(bundles)]
+    ensemble = gate.ensemble(results, w, scale)
+    record = {"data": gate.data.path, "tolerance": tolerance, "ensemble": ensemble,
+              "members": [{"name": g.name, "stored": g.stored, "score32": g.score32, "score": g.score,
+                           "delta": g.delta, **({"problem": g.problem} if g.problem else {})} for g in results]}
+    return [g.stored for g in results], record
+
+
 def package(members: list[str], out_zip: str, weights: np.ndarray | None = None, post_scale=(1.0, 1.0),
-            max_bytes: int = MAX_ZIP_BYTES) -> dict:
+            max_bytes: int = MAX_ZIP_BYTES, precision: str = "float32", fallback: bool = False,
+            data_dir: str | None = None, tolerance: float = TOLERANCE) -> dict:
     """Write the submission zip for ``members`` (bundle dirs) atomically; returns its description.
 
     ``weights`` [M, 2]: per-target member weights (each column sums to 1; None = uniform).
-    Over ``max_bytes`` nothing is written and PackageError names the members to drop.
+    ``precision``: how weight matrices are stored (float32, float16, int8); a compact mode passes the
+    score gate on the report rows of ``data_dir`` (default: the members' own dataset) or nothing is
+    written, unless ``fallback`` stores the failing members in float32.
+    Over ``max_bytes`` (compressed zip bytes) nothing is written and PackageError names the members to drop.
     """
+    check_precision(precision)
     bundles = _bundles(members)
     w = check_weights(weights, len(bundles))
     scale = _check_post_scale(post_scale)
@@ -197,24 +235,29 @@ def package(members: list[str], out_zip: str, weights: np.ndarray | None = None,
     bundles, w = [bundles[i] for i in keep], w[keep]
     n_members = len(bundles)
     short = dict(zip((b.path for b in bundles), _names(bundles)))
-    bundles, arrays, w, folds = _expand(bundles, w)       # a bagged member streams as its K fold models
+    member_bundles = bundles
+    bundles, arrays, w_models, folds, owner = _expand(bundles, w)    # a bagged member streams as its K fold models
     names = [short[b.path] + (f"#fold{j}" if j >= 0 else "") for b, j in zip(bundles, folds)]
     pipelines, layout = _layout(bundles)
-    _engine(layout, arrays, pipelines, w, scale)          # a bad family or shape fails before anything is written
+    _engine(layout, arrays, pipelines, w_models, scale)   # a bad family or shape fails before anything is written
+    out_zip = os.path.abspath(str(out_zip))
+    out_dir = os.path.dirname(out_zip)
+    if not os.path.isdir(out_dir):
+        raise PackageError(f"{out_dir}: output directory does not exist")
+    stored, gate = choose_precisions(member_bundles, [short[b.path] for b in member_bundles], arrays, owner,
+                                     w, scale, precision, fallback, data_dir, tolerance)
+    modes = [stored[o] for o in owner]
+    w = w_models
 
-    entries = [{"name": n, "bundle": b.path, "file": f"m{i:03d}.npz", **m,
+    entries = [{"name": n, "bundle": b.path, "file": f"m{i:03d}.npz", **m, "precision": p,
                 "valid_fingerprint": b.spec.get("data", {}).get("valid_fingerprint"),
                 **({"fold": j, "bag_k": b.n_models} if j >= 0 else {})}
-               for i, (n, b, m, j) in enumerate(zip(names, bundles, layout, folds))]
+               for i, (n, b, m, j, p) in enumerate(zip(names, bundles, layout, folds, modes))]
     note = next((b.spec.get("note", "final fit: no honest score") for b in bundles      # a final fit saw report
                  if b.spec.get("bag", {}).get("final")), None)
     manifest = {"format": FORMAT, "members": entries, "pipelines": pipelines,
                 "weights": w.tolist(), "post_scale": scale.tolist(), **({"note": note} if note else {})}
 
-    out_zip = os.path.abspath(str(out_zip))
-    out_dir = os.path.dirname(out_zip)
-    if not os.path.isdir(out_dir):
-        raise PackageError(f"{out_dir}: output directory does not exist")
     fd, tmp = tempfile.mkstemp(prefix=".package-", suffix=".zip", dir=out_dir)
     os.close(fd)
     try:
@@ -223,9 +266,9 @@ def package(members: list[str], out_zip: str, weights: np.ndarray | None = None,
             for path, text in _code_files().items():
                 _write(zf, path, text)
             _write(zf, "model/manifest.json", json.dumps(manifest, indent=1))
-            for entry, arr in zip(entries, arrays):
-                sizes.append(_write(zf, "model/" + entry["file"], _npz_bytes(arr)).compress_size)
-        total = os.path.getsize(tmp)
+            for entry, arr, mode in zip(entries, arrays, modes):
+                sizes.append(_write(zf, "model/" + entry["file"], _npz_bytes(encode(arr, mode))).compress_size)
+        total = os.path.getsize(tmp)                 # compressed bytes: what the 20 MB limit counts
         if total > max_bytes:
             drop = _drop_advice(names, sizes, w, total, max_bytes)
             raise PackageError(f"{os.path.basename(out_zip)}: package would be {total / 1e6:.2f} MB, over the "
@@ -241,7 +284,8 @@ def package(members: list[str], out_zip: str, weights: np.ndarray | None = None,
     for m in layout:
         families[m["family"]] = families.get(m["family"], 0) + 1
     return {"path": out_zip, "bytes": total, "n_members": n_members, "n_models": len(bundles), "families": families,
-            "n_pipelines": len(pipelines), "member_bytes": dict(zip(names, sizes)), "skipped": skipped,
+            "n_pipelines": len(pipelines), "member_bytes": dict(zip(names, sizes)),
+            "member_precision": dict(zip(names, modes)), "precision": precision, "gate": gate, "skipped": skipped,
             "weights": w.tolist(), "post_scale": scale.tolist(), **({"note": note} if note else {})}
 
 
@@ -265,10 +309,11 @@ def read_ensemble_spec(spec_path: str) -> tuple[list[str], np.ndarray | None, tu
     return members, None if weights is None else np.asarray(weights, dtype=np.float64), post_scale
 
 
-def package_from_spec(spec_path: str, out_zip: str, max_bytes: int = MAX_ZIP_BYTES) -> dict:
-    """``package`` with the members, weights and post_scale of an ensemble spec JSON."""
+def package_from_spec(spec_path: str, out_zip: str, max_bytes: int = MAX_ZIP_BYTES, **options) -> dict:
+    """``package`` with the members, weights and post_scale of an ensemble spec JSON (``options``:
+    precision, fallback, data_dir, tolerance)."""
     members, weights, post_scale = read_ensemble_spec(spec_path)
-    return package(members, out_zip, weights=weights, post_scale=post_scale, max_bytes=max_bytes)
+    return package(members, out_zip, weights=weights, post_scale=post_scale, max_bytes=max_bytes, **options)
 
 
 def read_manifest(zip_path: str) -> dict:
@@ -288,13 +333,23 @@ def zip_reference_predictions(zip_path: str) -> np.ndarray | None:
     return offline_predictions(paths, manifest["weights"], manifest["post_scale"])
 
 
+def zip_precisions(zip_path: str) -> set[str]:
+    """The storage modes of a zip's members (float32 for zips written before compact storage)."""
+    return {m.get("precision", "float32") for m in read_manifest(zip_path)["members"]}
+
+
 def parity_check(zip_path: str, data_path: str, max_rows: int | None = None, tolerance: float = 1e-4) -> dict:
-    """Score the zip step by step on ``data_path`` and compare with the offline reference.
+    """Score the zip step by step on ``data_path`` and compare with the offline (float32) reference.
 
     ``data_path`` must be the valid file the members predicted (same need-prediction rows).
-    Returns the scorer's summary plus ``max_abs_diff`` and ``parity_ok`` (diff <= tolerance).
+    A float32 zip must match the reference prediction by prediction: ``parity_ok`` is
+    ``max_abs_diff <= tolerance``. A zip with float16 or int8 members computes with other
+    weights, so it must keep the official score instead: ``parity_ok`` is
+    ``|score_delta| <= tolerance`` (``mode`` says which check ran).
+    Returns the scorer's summary plus ``max_abs_diff``, ``score_delta``, ``mode`` and ``parity_ok``.
     """
-    from .scorer import score_zip
+    from .scorer import _read_targets, score_zip
+    from ..data.metric import score
     reference = zip_reference_predictions(zip_path)
     if reference is None:
         raise PackageError(f"{zip_path}: its member bundles are not all on this machine; no offline reference")
@@ -303,5 +358,9 @@ def parity_check(zip_path: str, data_path: str, max_rows: int | None = None, tol
     if max_rows is None and P.shape != reference.shape:
         raise PackageError(f"{data_path}: {P.shape[0]} scored rows, the members predicted {reference.shape[0]}; "
                            f"use the valid file they were trained with")
-    diff = float(np.abs(P - reference[:P.shape[0]]).max())
-    return {**res, "max_abs_diff": diff, "parity_ok": diff <= tolerance}
+    reference = reference[:P.shape[0]]
+    diff = float(np.abs(P - reference).max())
+    delta = res["weighted_pearson"] - score(_read_targets(data_path, max_rows)[1], reference)["mean"]
+    mode = "prediction" if zip_precisions(zip_path) == {"float32"} else "score"
+    ok = diff <= tolerance if mode == "prediction" else abs(delta) <= tolerance
+    return {**res, "max_abs_diff": diff, "score_delta": float(delta), "mode": mode, "parity_ok": ok}

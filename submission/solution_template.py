@@ -2,7 +2,8 @@
 
 Written into the zip as ``solution.py`` by lobsweep's packager, beside
 ``lsrt_engine/`` (the engine), ``lsrt_features/`` (the feature pipelines) and
-``model/`` (manifest.json and one float32 .npz per member). It imports numpy and
+``model/`` (manifest.json and one .npz per member: float32 arrays, or float16 /
+int8 weight matrices decoded to float32 at load). It imports numpy and
 those two folders only.
 
 Contract: ``PredictionModel().predict(data_point)`` gets the rows in file order.

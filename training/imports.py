@@ -122,7 +122,7 @@ def import_checkpoints(src: str, data_dir: str, *, run_dir: str | None = None, t
         dest = os.path.join(dest_root, name)
         tmp = tempfile.mkdtemp(prefix=".import-", dir=dest_root)
         shutil.rmtree(tmp)
-        shutil.copytree(path, tmp, ignore=shutil.ignore_patterns(LATENCY_FILE))   # measured here, not trusted
+        shutil.copytree(path, tmp, ignore=shutil.ignore_patterns(LATENCY_FILE, "latency-*.json"))  # measured here
         if os.path.exists(dest):
             shutil.rmtree(dest)
         os.replace(tmp, dest)
