@@ -74,7 +74,8 @@ def _member_lines(info: dict) -> list[str]:
         g = gate.get(name)
         if g is not None:
             delta = f"{g['delta']:+.1e}" if not g.get("problem") else g["problem"]
-            line += f"; {info['precision']} score delta {delta}" + (" (over the gate)" if mode == "float32" else "")
+            line += f"; {info['precision']} score delta {delta}"
+            line += f" (kept in float32: {g['fell_back']})" if g.get("fell_back") else ""
         lines.append(line)
     if info["gate"]:
         e = info["gate"]["ensemble"]

@@ -5,8 +5,8 @@ Vendored verbatim into the zip (package ``lsrt_engine``): numpy only. The packag
 engine ``decode``s them back to float32 once, at load, so every step computes in
 float32 exactly as it does for a float32 zip (only the stored values differ).
 
-Only weight matrices are compressed: 2-D arrays named ``*weight`` (PyTorch's [O, I]
-layout). Biases, norm gains, conv kernels and other small arrays stay float32: they
+Only weight matrices are compressed: 2-D arrays whose last name part starts with
+``weight`` (``head.out.weight``, ``rnn.weight_hh_l0``; PyTorch's [O, I] layout). Biases, norm gains, conv kernels and other small arrays stay float32: they
 are a few KB per member and some (norm gains, decay rates) are the most sensitive.
 
 int8 is symmetric per output row: ``q [O, I] = round(w / s)`` clipped to +-127 with
@@ -27,7 +27,7 @@ _F16_MAX = float(np.finfo(np.float16).max)
 
 def compressible(name: str, array: np.ndarray) -> bool:
     """True for the arrays a compact mode stores compressed: 2-D weight matrices."""
-    return array.ndim == 2 and name.endswith("weight") and min(array.shape) > 1
+    return array.ndim == 2 and name.rsplit(".", 1)[-1].startswith("weight") and min(array.shape) > 1
 
 
 def quantize_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -211,7 +211,8 @@ def choose_precisions(bundles: list[Bundle], names: list[str], arrays: list[dict
     ensemble = gate.ensemble(results, w, scale)
     record = {"data": gate.data.path, "tolerance": tolerance, "ensemble": ensemble,
               "members": [{"name": g.name, "stored": g.stored, "score32": g.score32, "score": g.score,
-                           "delta": g.delta, **({"problem": g.problem} if g.problem else {})} for g in results]}
+                           "delta": g.delta, **({"problem": g.problem} if g.problem else {}),
+                           **({"fell_back": g.fell_back} if g.fell_back else {})} for g in results]}
     return [g.stored for g in results], record
 
 

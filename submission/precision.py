@@ -57,6 +57,7 @@ class MemberGate:
     score32: float
     score: float              # with the asked mode's weights (nan when they could not be encoded)
     problem: str = ""         # why the asked mode could not be encoded, if it could not
+    fell_back: str = ""       # why it is stored in float32 (with fallback), if it is
 
     @property
     def delta(self) -> float:
@@ -136,7 +137,7 @@ class Gate:
             raise PrecisionError(f"member {g.name}: {self._why(g)}, over the {self.tolerance:g} gate on "
                                  f"{os.path.basename(self.data.path)}'s report rows; use --precision float32, "
                                  f"or --fallback to store it in float32")
-        g.stored = "float32"
+        g.stored, g.fell_back = "float32", "over the gate"
         return g
 
     def _why(self, g: MemberGate) -> str:
@@ -161,4 +162,4 @@ class Gate:
                 raise PrecisionError(f"ensemble: {self.precision} changes its score by {sc - s32:+.2e}, over the "
                                      f"{self.tolerance:g} gate (member {gates[worst].name} moves most, "
                                      f"{gates[worst].delta:+.2e}); use --fallback or --precision float32")
-            gates[worst].stored = "float32"
+            gates[worst].stored, gates[worst].fell_back = "float32", "so that the ensemble passes the gate"
