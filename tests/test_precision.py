@@ -30,6 +30,7 @@ from lobsweep.submission.precision import PrecisionError, _predict, gate_data
 from lobsweep.submission.scorer import score_zip
 from lobsweep.training.bundle import load_bundle, save_bundle
 from lobsweep.training.member import predict_bundle, train_member
+from test_package import PROBE
 
 GATE = 1e-4
 # Big enough that the members learn some signal and the report split has 32 sequences: the score moves
@@ -135,25 +136,13 @@ def test_weights_a_mode_cannot_hold_are_refused():
 
 
 # ---------------------------------------------------------------- the zip
+# test_package's clean-room probe (imports the zip, predicts 120 rows, prints the modules it imported), with
+# every other package of the container made unimportable first
 NUMPY_ONLY_PROBE = """
-import json, sys
+import sys
 for name in ("torch", "onnxruntime", "pandas", "pyarrow", "scipy", "lobsweep"):
     sys.modules[name] = None                     # importing any of them now raises ImportError
-before = {n.split(".")[0] for n in sys.modules}
-sys.path.insert(0, sys.argv[1])
-from solution import PredictionModel
-import numpy as np
-
-class Row:
-    def __init__(self, i):
-        self.seq_ix, self.step_in_seq, self.need_prediction = 5, i, i >= 99
-        self.state = np.linspace(0.99, 1.01, 32).astype(np.float32)
-
-m = PredictionModel()
-outs = [m.predict(Row(i)) for i in range(120)]
-assert outs[0] is None and outs[-1].shape == (2,) and np.isfinite(outs[-1]).all()
-print(json.dumps(sorted({n.split(".")[0] for n in sys.modules if sys.modules[n] is not None} - before)))
-"""
+""" + PROBE
 
 
 def test_float16_zip_runs_on_numpy_alone_and_scores_within_the_gate_of_the_float32_zip(members, valid_path, tmp_path):
