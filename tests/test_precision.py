@@ -299,3 +299,20 @@ def test_gate_data_is_the_report_split_of_the_members_dataset(members, data_dir)
     _, report = split_roles(valid.seq_ix, b.spec["data"]["split"]["tune_frac"], b.spec["data"]["split"]["seed"])
     np.testing.assert_array_equal(g.X, valid.X[report])
     assert 0 < len(g.X) < valid.n_seq
+
+
+def test_onnxruntime_step_graph_matches_the_numpy_engine_and_int8_stays_close(members):
+    """bench-only engine_ort.py: float32 graph = the numpy engine; int8 matrices move predictions a little."""
+    from lobsweep.submission.engine_ort import ORTEngine
+    from lobsweep.submission.package import engine_from_bundles
+    paths = [members["gru"], members["outlier"]]
+    engines = [engine_from_bundles(paths), ORTEngine(engine_from_bundles(paths)),
+               ORTEngine(engine_from_bundles(paths), quantize=True)]
+    rows = cost.sample_rows(150, seed=3)
+    for e in engines:
+        e.reset()
+    P = np.array([[e.step(r) for e in engines] for r in rows])        # [rows, engine, 2]
+    assert np.abs(P[:, 1] - P[:, 0]).max() <= 1e-5
+    assert 0 < np.abs(P[:, 2] - P[:, 0]).max() <= 0.1 * np.abs(P[:, 0]).max()
+    with pytest.raises(ValueError, match="plain GRU groups only"):
+        ORTEngine(engine_from_bundles([members["lstm"]]))

@@ -1,0 +1,186 @@
+"""onnxruntime step graphs for GRU groups: float32, or int8 dynamic-quantised matrices (bench only).
+
+Not shipped in the zip (not in package.ENGINE_FILES): bench/inference_latency.py times it
+beside the numpy engine to see whether int8 compute pays on one core. It needs the
+``onnx`` package to build the graph, which the competition container lacks; a shipped
+version would have to carry the built .onnx bytes in the zip.
+
+One ``GRUGroup`` of the numpy engine (M members, L layers, hidden H, F features; its
+weights already stacked and in_proj folded, engine_rnn.py) becomes one graph run per
+step:
+
+    inputs   x [1, F], h [L, M, H]          outputs   y [M, 2], h_out [L, M, H]
+
+Every matrix product is a 2-D MatMul with a constant weight: the first layer's input
+weights of all members as one [F, M*3H] (all members read the same x), then one
+[H, 3H] per member and layer for the recurrent and deeper input weights, since batched
+3-D MatMuls took slow paths in onnxruntime (shared/TOOLING-FACTS.md). The gate
+arithmetic runs on [M, 3H] for all members at once. ``quantize=True`` passes the graph
+through ``onnxruntime.quantization.quantize_dynamic`` (int8 weights per output
+channel, activations quantised per step), leaving the small head in float32.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+
+import numpy as np
+
+from .engine_rnn import GRUGroup
+
+OPSET = 17
+
+
+class _Graph:
+    """A tiny builder over onnx.helper: named constants and nodes, unique names."""
+
+    def __init__(self):
+        from onnx import helper, numpy_helper
+        self.helper, self.numpy_helper = helper, numpy_helper
+        self.nodes, self.inits, self.n = [], [], 0
+
+    def name(self, stem: str) -> str:
+        self.n += 1
+        return f"{stem}_{self.n}"
+
+    def const(self, array: np.ndarray, stem: str = "c") -> str:
+        name = self.name(stem)
+        self.inits.append(self.numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], n_out: int = 1, stem: str | None = None, **attrs):
+        outs = [self.name(stem or op_type.lower()) for _ in range(n_out)]
+        self.nodes.append(self.helper.make_node(op_type, inputs, outs, name=self.name("n_" + op_type), **attrs))
+        return outs[0] if n_out == 1 else outs
+
+    def split(self, x: str, sizes: list[int], axis: int) -> list[str]:
+        out = self.op("Split", [x, self.const(np.asarray(sizes, np.int64))], n_out=len(sizes), axis=axis)
+        return out if len(sizes) > 1 else [out]
+
+
+def _norm(g: _Graph, p: dict, u: str) -> str:
+    """engine_ops.norm over [M, H]."""
+    if p["kind"] == "none":
+        return u
+    if p["kind"] == "layer":
+        c = g.op("Sub", [u, g.op("ReduceMean", [u], axes=[-1], keepdims=1)])
+        var = g.op("ReduceMean", [g.op("Mul", [c, c])], axes=[-1], keepdims=1)
+        x = g.op("Div", [c, g.op("Sqrt", [g.op("Add", [var, g.const(np.float32(1e-5))])])])
+        return g.op("Add", [g.op("Mul", [x, g.const(p["g"])]), g.const(p["b"])])
+    ms = g.op("ReduceMean", [g.op("Mul", [u, u])], axes=[-1], keepdims=1)
+    x = g.op("Div", [u, g.op("Sqrt", [g.op("Add", [ms, g.const(np.float32(1e-6))])])])
+    return g.op("Mul", [x, g.const(p["g"])])
+
+
+def _batched_linear(g: _Graph, p: dict, x: str, M: int) -> str:
+    """x [M, I] -> [M, O] through a 3-D MatMul (the small head; kept out of quantisation)."""
+    x3 = g.op("Unsqueeze", [x, g.const(np.asarray([1], np.int64))])                   # [M, 1, I]
+    wt = g.const(np.ascontiguousarray(p["w"].transpose(0, 2, 1)), "head_w")            # [M, I, O]
+    y = g.op("Squeeze", [g.op("MatMul", [x3, wt], stem="head_mm"), g.const(np.asarray([1], np.int64))])
+    return g.op("Add", [y, g.const(p["b"])]) if p["b"] is not None else y
+
+
+def gru_group_model(group: GRUGroup):
+    """The ONNX ModelProto of one step of ``group`` (inputs x, h; outputs y, h_out)."""
+    from onnx import TensorProto, helper
+    if type(group) is not GRUGroup:
+        raise ValueError(f"engine_ort runs plain GRU groups only, not {type(group).__name__}")
+    L, M, H = group.L, group.M, group.H
+    F = group.inp["w"].shape[2]
+    g = _Graph()
+    w0 = group.inp["w"].reshape(M * 3 * H, F).T                                         # [F, M*3H]
+    gi0 = g.op("Add", [g.op("MatMul", ["x", g.const(w0, "w_in")]), g.const(group.inp["b"].reshape(1, -1))])
+    gi0 = g.op("Reshape", [gi0, g.const(np.asarray([M, 3 * H], np.int64))])
+    hs = g.split("h", [1] * L, axis=0)
+    below, outs = None, []
+    for k in range(L):
+        h_k = g.op("Reshape", [hs[k], g.const(np.asarray([M, H], np.int64))])
+        rows = g.split(h_k, [1] * M, axis=0)                                           # M x [1, H]
+
+        def per_member(inputs: list[str], w: np.ndarray, b: np.ndarray, stem: str) -> str:
+            mm = [g.op("MatMul", [inputs[m], g.const(np.ascontiguousarray(w[m].T), stem)]) for m in range(M)]
+            return g.op("Add", [g.op("Concat", mm, axis=0) if M > 1 else mm[0], g.const(b)])
+
+        gi = gi0 if k == 0 else per_member(below, group.w_ih[k]["w"], group.w_ih[k]["b"], f"w_ih{k}")
+        gh = per_member(rows, group.w_hh[k]["w"], group.w_hh[k]["b"], f"w_hh{k}")
+        gi_rz, gi_n = g.split(gi, [2 * H, H], axis=1)
+        gh_rz, gh_n = g.split(gh, [2 * H, H], axis=1)
+        r, z = g.split(g.op("Sigmoid", [g.op("Add", [gi_rz, gh_rz])]), [H, H], axis=1)
+        n = g.op("Tanh", [g.op("Add", [gi_n, g.op("Mul", [r, gh_n])])])
+        h_new = g.op("Add", [n, g.op("Mul", [z, g.op("Sub", [h_k, n])])])             # [M, H]
+        outs.append(g.op("Unsqueeze", [h_new, g.const(np.asarray([0], np.int64))]))
+        below = g.split(h_new, [1] * M, axis=0) if k + 1 < L else None
+    g.nodes.append(helper.make_node("Concat", outs, ["h_out"], axis=0, name="h_out_concat") if L > 1 else
+                   helper.make_node("Identity", outs, ["h_out"], name="h_out_id"))
+    u = _norm(g, group.norm, h_new)
+    if group.head["fc"] is not None:
+        u = g.op("Relu", [_batched_linear(g, group.head["fc"], u, M)])
+    y = _batched_linear(g, group.head["out"], u, M)
+    g.nodes.append(helper.make_node("Identity", [y], ["y"], name="y_id"))
+    graph = helper.make_graph(
+        g.nodes, "gru_group_step",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, F]),
+         helper.make_tensor_value_info("h", TensorProto.FLOAT, [L, M, H])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [M, 2]),
+         helper.make_tensor_value_info("h_out", TensorProto.FLOAT, [L, M, H])],
+        g.inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+
+
+def _session(model, quantize: bool):
+    import onnx
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not quantize:
+        return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    with tempfile.TemporaryDirectory(prefix="lobsweep-ort-") as d:
+        src, dst = os.path.join(d, "f32.onnx"), os.path.join(d, "int8.onnx")
+        onnx.save(model, src)
+        head = [n.name for n in model.graph.node if any(o.startswith("head_mm") for o in n.output)]
+        logging.disable(logging.WARNING)         # its advice to pre-process (shape inference) does not apply here
+        try:
+            quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True,
+                             op_types_to_quantize=["MatMul"], nodes_to_exclude=head)
+        finally:
+            logging.disable(logging.NOTSET)
+        return ort.InferenceSession(dst, opts, providers=["CPUExecutionProvider"])
+
+
+class ORTEngine:
+    """A FusedEngine whose GRU groups step through onnxruntime (features and the combine stay numpy).
+
+    Same interface as FusedEngine for the benches: ``reset``, ``features``, ``step``.
+    """
+
+    def __init__(self, engine, quantize: bool = False):
+        for inp in engine.inputs:
+            if not isinstance(inp, tuple):
+                raise ValueError("engine_ort needs every group to read one feature pipeline")
+        self.engine, self.quantize = engine, quantize
+        self.sessions = [_session(gru_group_model(g), quantize) for g in engine.groups]
+        self.h = [np.zeros((g.L, g.M, g.H), np.float32) for g in engine.groups]
+
+    def reset(self) -> None:
+        self.engine.reset()
+        for h in self.h:
+            h.fill(0.0)
+
+    def features(self, row) -> np.ndarray:
+        return self.engine.features(row)
+
+    def step(self, row, need: bool = True) -> np.ndarray | None:
+        x = self.engine.features(row)
+        pred = np.zeros(2)
+        for i, (sess, (lo, hi), w) in enumerate(zip(self.sessions, self.engine.inputs, self.engine.group_weights)):
+            y, self.h[i] = sess.run(None, {"x": x[None, lo:hi], "h": self.h[i]})
+            pred += (w * y).sum(0)
+        if not need:
+            return None
+        return pred * self.engine.post_scale
