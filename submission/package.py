@@ -248,7 +248,6 @@ def package(members: list[str], out_zip: str, weights: np.ndarray | None = None,
     stored, gate = choose_precisions(member_bundles, [short[b.path] for b in member_bundles], arrays, owner,
                                      w, scale, precision, fallback, data_dir, tolerance)
     modes = [stored[o] for o in owner]
-    w = w_models
 
     entries = [{"name": n, "bundle": b.path, "file": f"m{i:03d}.npz", **m, "precision": p,
                 "valid_fingerprint": b.spec.get("data", {}).get("valid_fingerprint"),
@@ -257,7 +256,7 @@ def package(members: list[str], out_zip: str, weights: np.ndarray | None = None,
     note = next((b.spec.get("note", "final fit: no honest score") for b in bundles      # a final fit saw report
                  if b.spec.get("bag", {}).get("final")), None)
     manifest = {"format": FORMAT, "members": entries, "pipelines": pipelines,
-                "weights": w.tolist(), "post_scale": scale.tolist(), **({"note": note} if note else {})}
+                "weights": w_models.tolist(), "post_scale": scale.tolist(), **({"note": note} if note else {})}
 
     fd, tmp = tempfile.mkstemp(prefix=".package-", suffix=".zip", dir=out_dir)
     os.close(fd)
@@ -271,7 +270,7 @@ def package(members: list[str], out_zip: str, weights: np.ndarray | None = None,
                 sizes.append(_write(zf, "model/" + entry["file"], _npz_bytes(encode(arr, mode))).compress_size)
         total = os.path.getsize(tmp)                 # compressed bytes: what the 20 MB limit counts
         if total > max_bytes:
-            drop = _drop_advice(names, sizes, w, total, max_bytes)
+            drop = _drop_advice(names, sizes, w_models, total, max_bytes)
             raise PackageError(f"{os.path.basename(out_zip)}: package would be {total / 1e6:.2f} MB, over the "
                                f"{max_bytes / 1e6:.2f} MB limit; drop {', '.join(drop)} to fit")
         umask = os.umask(0)
@@ -287,7 +286,7 @@ def package(members: list[str], out_zip: str, weights: np.ndarray | None = None,
     return {"path": out_zip, "bytes": total, "n_members": n_members, "n_models": len(bundles), "families": families,
             "n_pipelines": len(pipelines), "member_bytes": dict(zip(names, sizes)),
             "member_precision": dict(zip(names, modes)), "precision": precision, "gate": gate, "skipped": skipped,
-            "weights": w.tolist(), "post_scale": scale.tolist(), **({"note": note} if note else {})}
+            "weights": w_models.tolist(), "post_scale": scale.tolist(), **({"note": note} if note else {})}
 
 
 def read_ensemble_spec(spec_path: str) -> tuple[list[str], np.ndarray | None, tuple[float, float]]:
