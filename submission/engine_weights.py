@@ -6,8 +6,9 @@ engine ``decode``s them back to float32 once, at load, so every step computes in
 float32 exactly as it does for a float32 zip (only the stored values differ).
 
 Only weight matrices are compressed: 2-D arrays whose last name part starts with
-``weight`` (``head.out.weight``, ``rnn.weight_hh_l0``; PyTorch's [O, I] layout). Biases, norm gains, conv kernels and other small arrays stay float32: they
-are a few KB per member and some (norm gains, decay rates) are the most sensitive.
+``weight`` (``head.out.weight``, ``rnn.weight_hh_l0``; PyTorch's [O, I] layout).
+Biases, norm gains, conv kernels and other small arrays stay float32: they are a few
+KB per member and some (norm gains, decay rates) are the most sensitive.
 
 int8 is symmetric per output row: ``q [O, I] = round(w / s)`` clipped to +-127 with
 ``s [O] = max_i |w[o, i]| / 127`` (float32, stored as ``<name>.q_scale``), so
