@@ -115,7 +115,7 @@ def run_case(root: str, data: str, test: str, budget: str, seconds: float) -> di
     _, train_wall = cli("train", "--family", "gru", "--data", data, "--out", bundle, "--no-mlflow",
                         "--epochs", "1000", "--train-set", f"time_limit_s={seconds}", log=log)
     base_zip = os.path.join(root, f"baseline-{budget}.zip")
-    _, pkg_wall = cli("package", "--members", bundle, "--out", base_zip, log=log)
+    _, pkg_wall = cli("package", "--members", bundle, "--out", base_zip, "--precision", "float32", log=log)
     load = os.getloadavg()[1]             # 5-minute load average after both arms: another job would show here
     a, b = score(fs_zip, test), score(base_zip, test)
     return {"budget": budget, "full_search": a["weighted_pearson"], "full_search_oracle": a.get("oracle_fraction"),
