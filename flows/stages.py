@@ -122,7 +122,8 @@ def step_hpo(run: Run, features_spec: dict | None) -> dict:
     t0, budget = time.perf_counter(), run.budget("hpo")
     each = "in one joint study" if s.hpo.get("joint") else "each"
     say(f"[hpo] {len(s.families)} families ({', '.join(s.families)}), up to {s.hpo['num_samples']} trials {each}, "
-        f"up to {s.hpo['max_epochs']} epochs, budget {s.hpo['time_budget_s'] or 'none'} s" + _allotted(budget))
+        f"up to {s.hpo['max_epochs']} epochs"
+        + (f", a cap of {s.hpo['time_budget_s']} s" if s.hpo["time_budget_s"] else "") + _allotted(budget))
     out = run.call(tasks.hpo, "hpo", data_dir=run.data_dir, data_id=run.data_id, families=list(s.families),
                    features_spec=features_spec, settings=s.hpo, resources=s.resources, seed=s.seed,
                    run_dir=run.run_dir, tracking_uri=run.tracking_uri, ray_address=s.ray_address, **budget)
