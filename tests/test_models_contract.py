@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from lobsweep.errors import UserError
-from lobsweep.models import count_params, create_model, describe_models, get_config_class, list_models
+from lobsweep.models import create_model, describe_models, get_config_class, list_models
 
 torch.set_num_threads(1)
 
@@ -147,8 +147,9 @@ def test_config_fields_and_identity(name):
 
 def test_default_sizes():
     sizes = dict(describe_models())
-    assert set(sizes) == set(FAMILIES)
-    assert sizes["gru"] == count_params(create_model("gru"))
+    # pinned: a change to a family's default size is a decision, made here on purpose
+    assert sizes == {"gru": 210_754, "gru_attention": 159_138, "lstm": 213_554, "ssm": 127_394,
+                     "transformer": 157_250}
     # lob-sweep's default GRU (2x128, input projection, MLP head); the organisers' baseline is the
     # organiser-baseline recipe (no projection, linear head, 3 layers), not these defaults
     assert abs(sizes["gru"] - 210_700) <= 0.03 * 210_700

@@ -93,8 +93,13 @@ def test_sampled_configs_build_and_take_a_training_step(family):
 def test_every_width_and_head_count_combination_is_valid(family):
     space = family_space(family)
     expand = space.get("expand", {"values": [None]})["values"]
+    x = torch.randn(1, 12, 32)
     for hidden, heads, ex in itertools.product(space["hidden"]["values"], space["heads"]["values"], expand):
-        create_model(family, hidden=hidden, heads=heads, layers=1, **({"expand": ex} if ex else {}))
+        model = create_model(family, hidden=hidden, heads=heads, layers=1, **({"expand": ex} if ex else {}))
+        assert (model.config.hidden, model.config.heads) == (hidden, heads)
+        with torch.no_grad():
+            y = model(x)
+        assert y.shape == (1, 12, 2) and torch.isfinite(y).all(), (family, hidden, heads, ex)
 
 
 def _log_uniform_ks(values: np.ndarray, lo: float, hi: float) -> tuple[float, float]:

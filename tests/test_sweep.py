@@ -47,6 +47,21 @@ def data_dir(tmp_path_factory):
     return str(d)
 
 
+def _oracle_report_mean(data_dir: str) -> float:
+    """The oracle's official score on the report sequences' scored rows, from the files themselves."""
+    import pandas as pd
+    from lobsweep.data.metric import score
+    from lobsweep.data.splits import split_roles
+    valid = pd.read_parquet(os.path.join(data_dir, "valid.parquet"), columns=["seq_ix", "step_in_seq",
+                                                                              "need_prediction", "t0", "t1"])
+    oracle = pd.read_parquet(os.path.join(data_dir, "oracle_valid.parquet"))
+    rows = valid.merge(oracle, on=["seq_ix", "step_in_seq"], suffixes=("", "_oracle"))
+    seqs = rows["seq_ix"].unique()
+    _, report = split_roles(seqs)
+    rows = rows[rows["need_prediction"] & rows["seq_ix"].isin(seqs[report])]
+    return score(rows[["t0", "t1"]].to_numpy(), rows[["t0_oracle", "t1_oracle"]].to_numpy())["mean"]
+
+
 # ---------------------------------------------------------------- fast: arguments, helpers
 @pytest.fixture
 def no_ray(monkeypatch):
@@ -181,7 +196,7 @@ def test_resume_after_sigkill_loses_no_finished_trial_and_reruns_none(data_dir, 
     known = _ray_trial_states(f"{sdir}/ray/gru")            # what Ray had recorded when the driver died
     finished = {tid: os.stat(f"{sdir}/bundles/{tid}/spec.json").st_mtime_ns
                 for tid, status in known.items() if status == "TERMINATED"}
-    assert 1 <= len(finished) < 6
+    assert 2 <= len(finished) < 6                            # killed after two trials ended, before the sixth
     assert not os.path.exists(f"{sdir}/leaderboard.json")
 
     second = subprocess.run([sys.executable, "-c", _child_script(data_dir, run_dir, True)],
@@ -259,7 +274,8 @@ def test_asha_prunes_nan_trial_fails_alone_and_mlflow_loses_nothing(ray_local, d
     for e in entries:
         b = load_bundle(e["bundle"])
         assert b.spec["metrics"]["report_mean"] == pytest.approx(e["report_score"])
-        assert e["hparams"]["hidden"] == b.spec["config"]["hidden"] and 0 < e["fraction_of_oracle"] < 1.5
+        assert e["hparams"]["hidden"] == b.spec["config"]["hidden"]
+        assert e["fraction_of_oracle"] == pytest.approx(e["report_score"] / _oracle_report_mean(data_dir))
     assert "gru" in out["table"] and f"{entries[0]['tune_score']:.4f}" in out["table"]
 
     client = MlflowClient(out["mlflow"]["tracking_uri"])
@@ -332,7 +348,7 @@ def test_budgeted_trials_anneal_by_the_deadline_and_none_is_lost(ray_local, data
     assert {e["trial_id"] for e in board["overall"]} == {r["trial_id"] for r in recs}
     for r in recs:
         assert r["status"] == "completed" or r["status"].startswith("stopped_at_epoch_"), r["status"]
-        assert 2 <= r["epochs"] < 1000
+        assert 2 <= r["epochs"] < 1000                                         # cut by the budget, not the epochs
         spec = read_spec(r["bundle"])
         hist, first_lr = spec["history"], float(spec["train_config"]["lr"])
         assert hist[-1]["lr"] < 0.35 * first_lr, [h["lr"] for h in hist]     # annealed by time, not epochs

@@ -116,10 +116,37 @@ def test_warmup_targets_do_not_enter_the_loss():
         assert torch.equal(v, m2.state_dict()[k])
 
 
-def test_crops_with_burn_in_train():
-    cfg = TrainConfig(epochs=2, batch_size=2, lr=1e-2, crop_len=80, burn_in=30)
-    res = fit(tiny_model(), cfg, tiny_split(), tiny_split(seed=1), seed=0)
-    assert len(res.history) == 2 and np.isfinite(res.history[-1]["train_loss"])
+def test_crops_with_burn_in_keep_burn_in_steps_out_of_the_loss():
+    """Every target the loss sees lies at or after its crop's start + burn_in (and is scored);
+    the step right after the burn-in does reach the loss, so the check is not vacuous."""
+    burn_in, crop = 30, 80
+    train = tiny_split()
+    steps = Split(train.X, train.Y.copy(), train.mask)
+    steps.Y[..., 0] = np.arange(train.Y.shape[1], dtype=np.float32)[None]    # t0 := the step index
+    cfg = TrainConfig(epochs=2, batch_size=2, lr=1e-2, crop_len=crop, burn_in=burn_in, loss="mse")
+    trainer = Trainer(tiny_model(), cfg, steps, tiny_split(seed=1), seed=0)
+    crops, seen = [], []
+    batches, loss_fn = trainer._batches, trainer.loss_fn
+
+    def recording_batches():
+        for idx, start, L in batches():
+            crops.append(start)
+            yield idx, start, L
+
+    def recording_loss(pred, y):
+        seen.append((crops[-1], y[:, 0].detach().numpy().astype(int)))
+        return loss_fn(pred, y)
+
+    trainer._batches, trainer.loss_fn = recording_batches, recording_loss
+    for _ in range(cfg.epochs):
+        trainer.run_epoch()
+    assert len(trainer.history) == 2 and np.isfinite(trainer.history[-1]["train_loss"])
+    assert seen and len(seen) == len(crops)
+    for start, t in seen:
+        first = max(start + burn_in, 20)                  # need_prediction starts at step 20 in tiny_split
+        assert t.min() >= first, (start, t.min())
+        assert t.max() < start + crop
+        assert first in t                                # the first step after the burn-in is trained on
 
 
 def test_nan_loss_raises_diverged():
