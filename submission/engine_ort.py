@@ -1,9 +1,9 @@
-"""onnxruntime step graphs for GRU groups: float32, or int8 dynamic-quantised matrices (bench only).
+"""Build onnxruntime step graphs for GRU groups: float32, or int8 dynamic-quantised matrices.
 
-Not shipped in the zip (not in package.ENGINE_FILES): bench/inference_latency.py times it
-beside the numpy engine to see whether int8 compute pays on one core. It needs the
-``onnx`` package to build the graph, which the competition container lacks; a shipped
-version would have to carry the built .onnx bytes in the zip.
+Package time only (not vendored into the zip): it needs the ``onnx`` package, which the
+competition container lacks. ``lobsweep package --precision int8-ort`` carries the
+quantised graphs' bytes in the zip, where engine_ort_run.py (vendored) runs them;
+bench/inference_latency.py also times the float32 graph.
 
 One ``GRUGroup`` of the numpy engine (M members, L layers, hidden H, F features; its
 weights already stacked and in_proj folded, engine_rnn.py) becomes one graph run per
@@ -28,9 +28,11 @@ import tempfile
 
 import numpy as np
 
+from .engine_ort_run import attach
 from .engine_rnn import GRUGroup
 
 OPSET = 17
+IR_VERSION = 8      # what opset 17 needs; onnx's newest IR may be too new for the container's onnxruntime
 
 
 class _Graph:
@@ -126,19 +128,17 @@ def gru_group_model(group: GRUGroup):
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [M, 2]),
          helper.make_tensor_value_info("h_out", TensorProto.FLOAT, [L, M, H])],
         g.inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = IR_VERSION
+    return model
 
 
-def _session(model, quantize: bool):
+def model_bytes(model, quantize: bool) -> bytes:
+    """The serialized step graph, through ``quantize_dynamic`` when ``quantize`` (int8 weights per output
+    channel, activations quantised per step; the head stays float32). Needs ``onnx`` (package time)."""
     import onnx
-    import onnxruntime as ort
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if not quantize:
-        return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        return model.SerializeToString()
     from onnxruntime.quantization import QuantType, quantize_dynamic
     with tempfile.TemporaryDirectory(prefix="lobsweep-ort-") as d:
         src, dst = os.path.join(d, "f32.onnx"), os.path.join(d, "int8.onnx")
@@ -150,37 +150,41 @@ def _session(model, quantize: bool):
                              op_types_to_quantize=["MatMul"], nodes_to_exclude=head)
         finally:
             logging.disable(logging.NOTSET)
-        return ort.InferenceSession(dst, opts, providers=["CPUExecutionProvider"])
+        with open(dst, "rb") as fh:
+            return fh.read()
+
+
+def group_graphs(engine, quantize: bool = True) -> dict:
+    """{member indices (tuple): step-graph bytes} for every group of ``engine`` that a graph can run:
+    plain GRU groups whose members read one feature pipeline. Build it from float32 weights."""
+    return {tuple(idx): model_bytes(gru_group_model(g), quantize)
+            for g, idx, inp in zip(engine.groups, engine.group_members, engine.inputs)
+            if type(g) is GRUGroup and isinstance(inp, tuple)}
 
 
 class ORTEngine:
     """A FusedEngine whose GRU groups step through onnxruntime (features and the combine stay numpy).
 
-    Same interface as FusedEngine for the benches: ``reset``, ``features``, ``step``.
+    The bench's view of both graphs (float32 or int8); what a zip of ``--precision int8-ort`` runs is
+    ``package.engine_from_bundles(..., precision="int8-ort")``. Same interface as FusedEngine for the
+    benches: ``reset``, ``features``, ``step``.
     """
 
     def __init__(self, engine, quantize: bool = False):
         for inp in engine.inputs:
             if not isinstance(inp, tuple):
                 raise ValueError("engine_ort needs every group to read one feature pipeline")
+        for g in engine.groups:
+            if type(g) is not GRUGroup:
+                raise ValueError(f"engine_ort runs plain GRU groups only, not {type(g).__name__}")
         self.engine, self.quantize = engine, quantize
-        self.sessions = [_session(gru_group_model(g), quantize) for g in engine.groups]
-        self.h = [np.zeros((g.L, g.M, g.H), np.float32) for g in engine.groups]
+        attach(engine, group_graphs(engine, quantize))
 
     def reset(self) -> None:
         self.engine.reset()
-        for h in self.h:
-            h.fill(0.0)
 
     def features(self, row) -> np.ndarray:
         return self.engine.features(row)
 
     def step(self, row, need: bool = True) -> np.ndarray | None:
-        x = self.engine.features(row)
-        pred = np.zeros(2)
-        for i, (sess, (lo, hi), w) in enumerate(zip(self.sessions, self.engine.inputs, self.engine.group_weights)):
-            y, self.h[i] = sess.run(None, {"x": x[None, lo:hi], "h": self.h[i]})
-            pred += (w * y).sum(0)
-        if not need:
-            return None
-        return pred * self.engine.post_scale
+        return self.engine.step(row, need)
