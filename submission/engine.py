@@ -48,7 +48,7 @@ import numpy as np
 from .engine_blocks import SSMGroup, TransformerGroup
 from .engine_ops import DTYPE
 from .engine_rnn import GRUAttentionGroup, GRUGroup, LSTMGroup
-from .engine_ort_run import attach
+from .engine_ort_run import attach, externals
 from .engine_weights import decode
 
 FORMAT = "lobsweep.submission/1"
@@ -159,10 +159,12 @@ def load_engine(directory: str, pipeline_from_json, fuse: bool = True) -> FusedE
     params = [load_member_params(os.path.join(directory, m["file"])) for m in members]
     pipelines = [pipeline_from_json(s) for s in manifest["pipelines"]]
     engine = FusedEngine(members, params, pipelines, manifest["weights"], manifest["post_scale"], fuse=fuse)
-    if manifest.get("ort") and fuse:
+    if manifest.get("ort") and fuse:        # int8-ort: GRU groups' graphs; their int8 matrices are in the .npz
         graphs = {}
         for g in manifest["ort"]:
             with open(os.path.join(directory, g["file"]), "rb") as fh:
-                graphs[tuple(g["members"])] = fh.read()
+                graph = fh.read()
+            files = [os.path.join(directory, members[i]["file"]) for i in g["members"]]
+            graphs[tuple(g["members"])] = (graph, externals(g.get("external", []), files))
         attach(engine, graphs)
     return engine

@@ -30,6 +30,7 @@ import numpy as np
 
 from .engine_ort_run import attach
 from .engine_rnn import GRUGroup
+from .engine_weights import SCALE_SUFFIX
 
 OPSET = 17
 IR_VERSION = 8      # what opset 17 needs; onnx's newest IR may be too new for the container's onnxruntime
@@ -47,8 +48,8 @@ class _Graph:
         self.n += 1
         return f"{stem}_{self.n}"
 
-    def const(self, array: np.ndarray, stem: str = "c") -> str:
-        name = self.name(stem)
+    def const(self, array: np.ndarray, stem: str = "c", exact: str | None = None) -> str:
+        name = exact or self.name(stem)
         self.inits.append(self.numpy_helper.from_array(np.ascontiguousarray(array), name))
         return name
 
@@ -101,12 +102,14 @@ def gru_group_model(group: GRUGroup):
         h_k = g.op("Reshape", [hs[k], g.const(np.asarray([M, H], np.int64))])
         rows = g.split(h_k, [1] * M, axis=0)                                           # M x [1, H]
 
-        def per_member(inputs: list[str], w: np.ndarray, b: np.ndarray, stem: str) -> str:
-            mm = [g.op("MatMul", [inputs[m], g.const(np.ascontiguousarray(w[m].T), stem)]) for m in range(M)]
+        def per_member(inputs: list[str], w: np.ndarray, b: np.ndarray, param: str) -> str:
+            # constant "m<i>:<param>" = member i's PyTorch [O, I] matrix ``param``, transposed (ship_graph's key)
+            mm = [g.op("MatMul", [inputs[m], g.const(np.ascontiguousarray(w[m].T), exact=f"m{m}:{param}")])
+                  for m in range(M)]
             return g.op("Add", [g.op("Concat", mm, axis=0) if M > 1 else mm[0], g.const(b)])
 
-        gi = gi0 if k == 0 else per_member(below, group.w_ih[k]["w"], group.w_ih[k]["b"], f"w_ih{k}")
-        gh = per_member(rows, group.w_hh[k]["w"], group.w_hh[k]["b"], f"w_hh{k}")
+        gi = gi0 if k == 0 else per_member(below, group.w_ih[k]["w"], group.w_ih[k]["b"], f"rnn.weight_ih_l{k}")
+        gh = per_member(rows, group.w_hh[k]["w"], group.w_hh[k]["b"], f"rnn.weight_hh_l{k}")
         gi_rz, gi_n = g.split(gi, [2 * H, H], axis=1)
         gh_rz, gh_n = g.split(gh, [2 * H, H], axis=1)
         r, z = g.split(g.op("Sigmoid", [g.op("Add", [gi_rz, gh_rz])]), [H, H], axis=1)
@@ -156,10 +159,45 @@ def model_bytes(model, quantize: bool) -> bytes:
 
 def group_graphs(engine, quantize: bool = True) -> dict:
     """{member indices (tuple): step-graph bytes} for every group of ``engine`` that a graph can run:
-    plain GRU groups whose members read one feature pipeline. Build it from float32 weights."""
+    plain GRU groups whose members read one feature pipeline."""
     return {tuple(idx): model_bytes(gru_group_model(g), quantize)
             for g, idx, inp in zip(engine.groups, engine.group_members, engine.inputs)
             if type(g) is GRUGroup and isinstance(inp, tuple)}
+
+
+def ship_graph(graph: bytes, stored: list[dict]) -> tuple[bytes, list[dict]]:
+    """The quantised ``graph`` of a group without the int8 matrices its members' .npz already hold.
+
+    ``stored``: each member's arrays as the zip stores them (engine_weights.encode, int8). Every
+    per-member matrix ``m<i>:<param>`` that quantize_dynamic turned into int8 (zero point 0) becomes
+    external data, and its scale the .npz's own ``q_scale``: the zip supplies ``stored[i][param].T``
+    at load (engine_ort_run.session), so the graph computes with exactly the int8 weights numpy
+    would decode, and the zip holds them once. Returns (bytes, [{"name", "member": i, "param"}]).
+    The folded first-layer matrix and the float32 head stay inside the graph (a few % of the bytes).
+    """
+    import onnx
+    from onnx import TensorProto, numpy_helper
+    model = onnx.load_from_string(graph)
+    inits = {t.name: t for t in model.graph.initializer}
+    refs = []
+    for name, t in inits.items():
+        if not (name.startswith("m") and ":" in name and name.endswith("_quantized")):
+            continue
+        base = name[:-len("_quantized")]
+        member, param = int(base[1:base.index(":")]), base[base.index(":") + 1:]
+        q, s = stored[member].get(param), stored[member].get(param + SCALE_SUFFIX)
+        zero = inits.get(base + "_zero_point")
+        if (q is None or s is None or zero is None or numpy_helper.to_array(zero).any()
+                or tuple(numpy_helper.to_array(t).shape) != q.T.shape or q.dtype != np.int8):
+            continue                                    # not the npz's layout: keep it inside the graph
+        inits[base + "_scale"].CopyFrom(numpy_helper.from_array(np.asarray(s, np.float32), base + "_scale"))
+        t.ClearField("raw_data")
+        t.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", "lsrt-npz"), ("offset", "0"), ("length", str(q.nbytes))):
+            entry = t.external_data.add()
+            entry.key, entry.value = key, value
+        refs.append({"name": name, "member": member, "param": param})
+    return model.SerializeToString(), refs
 
 
 class ORTEngine:
@@ -178,7 +216,7 @@ class ORTEngine:
             if type(g) is not GRUGroup:
                 raise ValueError(f"engine_ort runs plain GRU groups only, not {type(g).__name__}")
         self.engine, self.quantize = engine, quantize
-        attach(engine, group_graphs(engine, quantize))
+        attach(engine, {idx: (graph, {}) for idx, graph in group_graphs(engine, quantize).items()})
 
     def reset(self) -> None:
         self.engine.reset()

@@ -30,10 +30,16 @@ def available() -> bool:
     return True
 
 
-def session(model_bytes: bytes):
-    """An onnxruntime CPU session over serialized ONNX bytes, one thread, sequential (1 vCPU)."""
+def session(model_bytes: bytes, externals: dict | None = None):
+    """An onnxruntime CPU session over serialized ONNX bytes, one thread, sequential (1 vCPU).
+
+    ``externals``: {initializer name: OrtValue} for the int8 matrices the graph leaves external
+    (engine_ort.ship_graph); the caller keeps the OrtValues alive as long as the session.
+    """
     import onnxruntime as ort
     opts = ort.SessionOptions()
+    if externals:
+        opts.add_external_initializers(list(externals), list(externals.values()))
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -42,12 +48,17 @@ def session(model_bytes: bytes):
 
 
 class ORTGroup:
-    """One GRU group stepped by an onnxruntime session; state h [L, M, H] float32."""
+    """One GRU group stepped by an onnxruntime session; state h [L, M, H] float32.
 
-    def __init__(self, group, model_bytes: bytes):
+    ``externals``: {initializer name: int8 array} the graph leaves external (the members' .npz matrices).
+    """
+
+    def __init__(self, group, model_bytes: bytes, externals: dict | None = None):
+        import onnxruntime as ort
         self.L, self.M, self.H = group.L, group.M, group.H
-        self.nbytes = len(model_bytes)
-        self.sess = session(model_bytes)
+        self.values = {k: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a)) for k, a in (externals or {}).items()}
+        self.nbytes = len(model_bytes) + sum(a.nbytes for a in (externals or {}).values())
+        self.sess = session(model_bytes, self.values)
         self.h = np.zeros((self.L, self.M, self.H), np.float32)
 
     def reset(self) -> None:
@@ -62,22 +73,43 @@ class ORTGroup:
 
 
 def attach(engine, graphs: dict) -> list[str]:
-    """Swap each group whose member indices key ``graphs`` (tuple -> ONNX bytes) for an ORTGroup.
+    """Swap each group whose member indices key ``graphs`` (tuple -> (ONNX bytes, externals)) for an ORTGroup.
 
-    Returns one line per group saying which path steps it; without onnxruntime every group
-    stays on numpy (the lines say so).
+    Returns one line per group saying which path steps it; without onnxruntime, or when its
+    session cannot be made (an older onnxruntime), a group stays on numpy (the line says why).
     """
     ort_ok = available()
-    lines = []
+    lines, n = [], 0
     for i, (g, idx) in enumerate(zip(engine.groups, engine.group_members)):
         graph = graphs.get(tuple(idx))
         what = f"group {i} ({engine.families[i]} x{len(idx)})"
-        if graph is not None and ort_ok:
-            engine.groups[i] = ORTGroup(g, graph)
-            lines.append(f"{what}: onnxruntime int8")
-        elif graph is not None:
-            lines.append(f"{what}: numpy float32 over int8 weights (onnxruntime not importable)")
-        else:
+        if graph is None:
             lines.append(f"{what}: numpy float32")
-    engine.paths, engine.ort_graphs = lines, len(graphs)
+            continue
+        n += 1
+        if not ort_ok:
+            lines.append(f"{what}: numpy float32 over int8 weights (onnxruntime not importable)")
+            continue
+        try:
+            engine.groups[i] = ORTGroup(g, *graph)
+            lines.append(f"{what}: onnxruntime int8")
+        except Exception as exc:     # noqa: BLE001 - any session failure leaves the numpy path, said in the line
+            lines.append(f"{what}: numpy float32 over int8 weights (onnxruntime session failed: "
+                         f"{str(exc).splitlines()[0][:160]})")
+    engine.paths, engine.ort_graphs = lines, n       # ort_graphs: groups that ship a graph
     return lines
+
+
+def externals(refs: list[dict], stored: list) -> dict:
+    """{initializer name: int8 [I, O]} for a graph's external ``refs`` ({"name", "member", "param"}, member
+    local to the group): ``stored[member][param].T``; ``stored`` holds arrays as stored, or .npz paths."""
+    out, cache = {}, {}
+    for r in refs:
+        src = stored[r["member"]]
+        if isinstance(src, str):
+            if src not in cache:
+                with np.load(src, allow_pickle=False) as z:
+                    cache[src] = {k: z[k] for k in z.files}
+            src = cache[src]
+        out[r["name"]] = np.ascontiguousarray(src[r["param"]].T)
+    return out

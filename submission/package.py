@@ -45,8 +45,8 @@ from ..models import get_config_class
 from ..models.registry import build_config
 from ..training.bundle import Bundle, load_bundle
 from .engine import FORMAT, FusedEngine
-from .engine_ort_run import attach
-from .engine_weights import encode, round_trip
+from .engine_ort_run import attach, externals
+from .engine_weights import decode, encode, round_trip
 from .precision import STREAM_SEQS, TOLERANCE, Gate, check_precision, gate_data, stream_gate
 
 MAX_ZIP_BYTES = 20_000_000            # the scorer's limit: "20 MB", decimal
@@ -146,13 +146,9 @@ def engine_from_bundles(members, weights=None, post_scale=(1.0, 1.0), fuse: bool
     models, arrays, w, _, _ = _expand(bundles, check_weights(weights, len(bundles)))
     pipelines, layout = _layout(models)
     scale = _check_post_scale(post_scale)
-    graphs = None
     if check_precision(precision) == "int8-ort":
-        graphs = ort_graphs(_engine(layout, arrays, pipelines, w, scale, fuse))
-    engine = _engine(layout, _round_trip(arrays, precision), pipelines, w, scale, fuse)
-    if graphs is not None:
-        attach(engine, graphs)
-    return engine
+        return ort_engine(layout, arrays, pipelines, w, scale, fuse)[0]
+    return _engine(layout, _round_trip(arrays, precision), pipelines, w, scale, fuse)
 
 
 def _round_trip(arrays: list[dict], precision: str) -> list[dict]:
@@ -162,15 +158,28 @@ def _round_trip(arrays: list[dict], precision: str) -> list[dict]:
         raise PackageError(f"cannot store the weights in {precision}: {exc}") from None
 
 
-def ort_graphs(engine32: FusedEngine) -> dict:
-    """{member indices: int8 step-graph bytes} of the GRU groups of ``engine32`` (float32 weights)."""
+def ort_engine(layout: list[dict], arrays: list[dict], pipelines: list[str], w, scale, fuse: bool = True):
+    """What an int8-ort zip runs: (the engine, {member indices: (graph bytes, external refs)} of its GRU
+    groups, each model's arrays as stored). The graphs leave the per-member int8 matrices external
+    (engine_ort.ship_graph): the .npz holds them once, for both paths."""
     try:
-        from .engine_ort import group_graphs
+        from .engine_ort import group_graphs, ship_graph
         import onnx  # noqa: F401
     except ImportError:
         raise PackageError("--precision int8-ort builds its onnxruntime graphs with the onnx package, which "
                            "is not installed here (pip install onnx), or use --precision int8") from None
-    return group_graphs(engine32, quantize=True)
+    try:
+        stored = [encode(a, "int8-ort") for a in arrays]
+    except ValueError as exc:
+        raise PackageError(f"cannot store the weights in int8-ort: {exc}") from None
+    # graphs from the float32 weights: quantize_dynamic rounds the per-member matrices exactly as the .npz's
+    # int8 (per output row, max |w| / 127; ship_graph then uses the .npz's), and the folded first layer once
+    # (folding decoded int8 weights and quantising again moved the score twice as much)
+    graphs = {idx: ship_graph(g, [stored[i] for i in idx])
+              for idx, g in group_graphs(_engine(layout, arrays, pipelines, w, scale, fuse)).items()}
+    engine = _engine(layout, [decode(s) for s in stored], pipelines, w, scale, fuse)
+    attach(engine, {idx: (g, externals(refs, [stored[i] for i in idx])) for idx, (g, refs) in graphs.items()})
+    return engine, graphs, stored
 
 
 def offline_predictions(members, weights=None, post_scale=(1.0, 1.0)) -> np.ndarray:
@@ -248,11 +257,9 @@ def ort_gate(bundles: list[Bundle], engine32: FusedEngine, arrays: list[dict], l
     """(graphs to ship, the gate's record) for int8-ort: the float32 engine and the int8-ort engine streamed
     over the first ``gate_seqs`` report sequences (precision.stream_gate); graphs {} after a fallback."""
     data = gate_data(data_dir, bundles)
-    graphs = ort_graphs(engine32)
-    engine = _engine(layout, _round_trip(arrays, "int8-ort"), pipelines, w, scale)
-    paths = attach(engine, graphs)
+    engine, graphs, _ = ort_engine(layout, arrays, pipelines, w, scale)
     ens = stream_gate(data, engine32, engine, "int8-ort", gate_seqs, tolerance, fallback)
-    record = {"data": data.path, "tolerance": tolerance, "ensemble": ens, "members": [], "paths": paths}
+    record = {"data": data.path, "tolerance": tolerance, "ensemble": ens, "members": [], "paths": engine.paths}
     return (graphs if ens["stored"] == "int8-ort" else {}), record
 
 
@@ -296,7 +303,8 @@ def package(members: list[str], out_zip: str, weights: np.ndarray | None = None,
         stored, gate = choose_precisions(member_bundles, [short[b.path] for b in member_bundles], arrays, owner,
                                          w, scale, precision, fallback, data_dir, tolerance)
         modes = [stored[o] for o in owner]
-    ort = [{"file": f"ort_g{i:03d}.onnx", "members": list(idx)} for i, idx in enumerate(graphs)]
+    ort = [{"file": f"ort_g{i:03d}.onnx", "members": list(idx), "external": refs}
+           for i, (idx, (_, refs)) in enumerate(graphs.items())]
 
     entries = [{"name": n, "bundle": b.path, "file": f"m{i:03d}.npz", **m, "precision": p,
                 "valid_fingerprint": b.spec.get("data", {}).get("valid_fingerprint"),
@@ -318,7 +326,7 @@ def package(members: list[str], out_zip: str, weights: np.ndarray | None = None,
             _write(zf, "model/manifest.json", json.dumps(manifest, indent=1))
             for entry, arr, mode in zip(entries, arrays, modes):
                 sizes.append(_write(zf, "model/" + entry["file"], _npz_bytes(encode(arr, mode))).compress_size)
-            for g, graph in zip(ort, graphs.values()):
+            for g, (graph, _) in zip(ort, graphs.values()):
                 _write(zf, "model/" + g["file"], graph)
         total = os.path.getsize(tmp)                 # compressed bytes: what the 20 MB limit counts
         if total > max_bytes:

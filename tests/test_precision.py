@@ -343,7 +343,7 @@ np.save(sys.argv[3], np.asarray([p for p in P if p is not None]))
 print(json.dumps(sorted({n.split(".")[0] for n in sys.modules} - before)))
 """
 CONTAINER_ONLY = "torch,pandas,pyarrow,scipy,lobsweep,onnx"      # the container has onnxruntime, never onnx
-ORT_SEQS = 16
+ORT_SEQS = 32             # = precision.STREAM_SEQS, the gate's default
 
 
 @pytest.fixture(scope="module")
@@ -357,9 +357,9 @@ def gru64(data_dir, tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def ort_zip(gru64, members, tmp_path_factory) -> dict:
-    """int8-ort zip of the hidden-64 GRU and the LSTM, gated on the first ORT_SEQS report sequences."""
+    """int8-ort zip of the hidden-64 GRU and the LSTM, gated on the first 32 report sequences (the default)."""
     return package([gru64, members["lstm"]], str(tmp_path_factory.mktemp("ort-zip") / "ort.zip"),
-                   precision="int8-ort", gate_seqs=ORT_SEQS)
+                   precision="int8-ort")
 
 
 def _stream_in_clean_room(zip_path: str, tmp_path, n_seq: int, block: str, bundle: str):
@@ -387,8 +387,17 @@ def test_int8_ort_zip_steps_its_gru_through_onnxruntime_alone_and_keeps_the_floa
         assert [n for n in zf.namelist() if n.endswith(".onnx")] == ["model/ort_g000.onnx"]
     assert len(graph) > 1000 and ort_zip["ort_files"] == ["ort_g000.onnx"]
     manifest = read_manifest(ort_zip["path"])
-    assert manifest["ort"] == [{"file": "ort_g000.onnx", "members": [0]}]      # the GRU; no graph for the LSTM
+    (entry,) = manifest["ort"]                                               # the GRU; no graph for the LSTM
+    assert entry["file"] == "ort_g000.onnx" and entry["members"] == [0]
     assert {m["precision"] for m in manifest["members"]} == {"int8-ort"}
+    # its per-member int8 matrices are external: the zip holds them once, in the member's .npz
+    import onnx
+    external = {t.name for t in onnx.load_from_string(graph).graph.initializer
+                if t.data_location == onnx.TensorProto.EXTERNAL}
+    assert {r["param"] for r in entry["external"]} == {"rnn.weight_hh_l0", "rnn.weight_hh_l1", "rnn.weight_ih_l1"}
+    assert external == {r["name"] for r in entry["external"]}
+    i8 = package([gru64, members["lstm"]], str(tmp_path / "i8.zip"), precision="int8", tolerance=1.0)
+    assert ort_zip["bytes"] - i8["bytes"] < i8["member_bytes"]["gru64"] / 2     # graph: first layer and head only
 
     P, imported, err, Y = _stream_in_clean_room(ort_zip["path"], tmp_path, ORT_SEQS, CONTAINER_ONLY, gru64)
     assert "onnxruntime" in imported and not imported & {"onnx", "torch", "lobsweep", "pandas"}
