@@ -1,4 +1,4 @@
-"""The score gate of compact weight storage (``lobsweep package --precision float16|int8``).
+"""The score gate of compact weight storage (``lobsweep package --precision float16|int8|int8-ort``).
 
 A compact zip stores its members' weight matrices in float16 or int8 (engine_weights.py)
 and computes in float32 over the decoded weights. It is accepted only if it keeps the
