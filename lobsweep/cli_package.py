@@ -80,7 +80,8 @@ def _member_lines(info: dict) -> list[str]:
         lines.append(line)
     if info["gate"]:
         e = info["gate"]["ensemble"]
-        rows = f"the first {e['streamed_seqs']} report sequences (streamed)" if "streamed_seqs" in e else "the report rows"
+        rows = (f"the first {e['streamed_seqs']} report sequences (streamed)" if "streamed_seqs" in e
+                else "the report rows")
         lines.append(f"  ensemble score {e['score32']:.6f} (float32) -> {e['score']:.6f} ({e['delta']:+.1e}) on "
                      f"{rows} of {info['gate']['data']}")
         if e.get("fell_back"):

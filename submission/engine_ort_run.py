@@ -56,8 +56,9 @@ class ORTGroup:
     def __init__(self, group, model_bytes: bytes, externals: dict | None = None):
         import onnxruntime as ort
         self.L, self.M, self.H = group.L, group.M, group.H
-        self.values = {k: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a)) for k, a in (externals or {}).items()}
-        self.nbytes = len(model_bytes) + sum(a.nbytes for a in (externals or {}).values())
+        externals = externals or {}
+        self.values = {k: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a)) for k, a in externals.items()}
+        self.nbytes = len(model_bytes) + sum(a.nbytes for a in externals.values())
         self.sess = session(model_bytes, self.values)
         self.h = np.zeros((self.L, self.M, self.H), np.float32)
 
