@@ -6,7 +6,8 @@ alone whenever new bundles arrive, including bundles trained elsewhere.
 
     bundles -> validate (spec, weights_only, data fingerprint)
             -> member costs in the packaged engine, in the zip's weight
-               precision (cached per bundle and precision)
+               precision (cached per bundle and precision; int8-ort: the
+               onnxruntime int8 engine the zip runs)
             -> select_ensemble on tune rows (or out-of-fold pool rows for
                bagged members, see rows.py), reported on report rows
             -> ensemble spec JSON (what `lobsweep package` consumes)

@@ -12,10 +12,11 @@ def _package_args(p):
                         "or a JSON list [[w_t0, w_t1], ...] in --members order; default: uniform")
     p.add_argument("--out", required=True, help="zip path to write")
     p.add_argument("--max-mb", type=float, default=20.0, help="size limit in MB (10^6 bytes)")
-    p.add_argument("--precision", default="float16", choices=("float32", "float16", "int8"),
+    p.add_argument("--precision", default="float16", choices=("float32", "float16", "int8", "int8-ort"),
                    help="how weight matrices are stored in the zip (decoded to float32 once at load); a compact "
                         "mode must keep each member's and the ensemble's score on the report rows within 1e-4 "
-                        "of float32 (default: float16)")
+                        "of float32 (default: float16); int8-ort also ships onnxruntime int8 step graphs of the "
+                        "GRU groups (needs onnx here), gated by streaming the first 32 report sequences")
     p.add_argument("--fallback", action="store_true",
                    help="store a member that fails the precision gate in float32 instead of refusing")
     p.add_argument("--data", default=None, metavar="DIR",
@@ -79,8 +80,14 @@ def _member_lines(info: dict) -> list[str]:
         lines.append(line)
     if info["gate"]:
         e = info["gate"]["ensemble"]
+        rows = (f"the first {e['streamed_seqs']} report sequences (streamed)" if "streamed_seqs" in e
+                else "the report rows")
         lines.append(f"  ensemble score {e['score32']:.6f} (float32) -> {e['score']:.6f} ({e['delta']:+.1e}) on "
-                     f"the report rows of {info['gate']['data']}")
+                     f"{rows} of {info['gate']['data']}")
+        if e.get("fell_back"):
+            lines.append(f"  stored in float32: {e['fell_back']} (--fallback)")
+        elif info["gate"].get("paths"):
+            lines += [f"  {p}" for p in info["gate"]["paths"]]
     return lines
 
 

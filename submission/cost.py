@@ -8,9 +8,9 @@ over-counts shared pipelines and the fixed per-row work, so the sum is an upper
 bound. ``ensemble_cost_ms(bundles)`` times the fused engine for the whole set.
 
 The zip's engine decodes float16 and int8 weights to float32 once at load and computes
-in float32, so today the three modes cost about the same per step; they are measured
-per mode (not assumed equal) so that an engine that computes on compact weights
-(engine_ort.py, benched in bench/inference_latency.py) changes the costs by itself.
+in float32, so those three modes cost about the same per step; ``int8-ort`` steps GRU
+groups through onnxruntime int8 graphs (engine_ort_run.py), and its cost is that engine's,
+measured (``engine_from_bundles(..., precision="int8-ort")`` builds what the zip runs).
 
 Timings use synthetic order-book rows (``sample_rows``; the engine's cost does not
 depend on the values), BLAS limited to one thread, a warm-up, and the fastest of

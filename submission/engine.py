@@ -32,7 +32,10 @@ Manifest (``model/manifest.json`` in the zip): ``{"format": FORMAT, "members":
 [{"name", "family", "config", "pipeline": index, "file": "m000.npz", "precision"}],
 "pipelines": [pipeline JSON strings], "weights": [[w_t0, w_t1], ...], "post_scale": [s0, s1]}``;
 each member's .npz holds its state_dict as float32 arrays, or with its weight matrices
-in float16 or int8 (engine_weights.py), decoded to float32 once at load.
+in float16 or int8 (engine_weights.py), decoded to float32 once at load. Precision
+``int8-ort`` adds ``"ort": [{"file": "ort_g000.onnx", "members": [indices]}]``: GRU
+groups stepped by onnxruntime int8 graphs when it imports (engine_ort_run.py), else
+by numpy over the int8 weights; ``engine.paths`` says which, one line per group.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ import numpy as np
 from .engine_blocks import SSMGroup, TransformerGroup
 from .engine_ops import DTYPE
 from .engine_rnn import GRUAttentionGroup, GRUGroup, LSTMGroup
+from .engine_ort_run import attach, externals
 from .engine_weights import decode
 
 FORMAT = "lobsweep.submission/1"
@@ -96,6 +100,10 @@ class FusedEngine:
                 self.inputs.append(np.stack([np.arange(*self.slices[members[i]["pipeline"]]) for i in idx]))
             self.group_weights.append(weights[idx])
         self.families = [members[idx[0]]["family"] for idx in keyed.values()]
+        self.group_members = [list(idx) for idx in keyed.values()]     # member indices of each group
+        self.ort_graphs = 0              # groups stepped by onnxruntime graphs (engine_ort_run.attach)
+        self.paths = [f"group {i} ({f} x{len(idx)}): numpy float32"       # what steps each group (engine_ort_run)
+                      for i, (f, idx) in enumerate(zip(self.families, self.group_members))]
         self.reset()
 
     def reset(self) -> None:
@@ -150,4 +158,13 @@ def load_engine(directory: str, pipeline_from_json, fuse: bool = True) -> FusedE
     members = manifest["members"]
     params = [load_member_params(os.path.join(directory, m["file"])) for m in members]
     pipelines = [pipeline_from_json(s) for s in manifest["pipelines"]]
-    return FusedEngine(members, params, pipelines, manifest["weights"], manifest["post_scale"], fuse=fuse)
+    engine = FusedEngine(members, params, pipelines, manifest["weights"], manifest["post_scale"], fuse=fuse)
+    if manifest.get("ort") and fuse:        # int8-ort: GRU groups' graphs; their int8 matrices are in the .npz
+        graphs = {}
+        for g in manifest["ort"]:
+            with open(os.path.join(directory, g["file"]), "rb") as fh:
+                graph = fh.read()
+            files = [os.path.join(directory, members[i]["file"]) for i in g["members"]]
+            graphs[tuple(g["members"])] = (graph, externals(g.get("external", []), files))
+        attach(engine, graphs)
+    return engine

@@ -1,9 +1,9 @@
-"""onnxruntime step graphs for GRU groups: float32, or int8 dynamic-quantised matrices (bench only).
+"""Build onnxruntime step graphs for GRU groups: float32, or int8 dynamic-quantised matrices.
 
-Not shipped in the zip (not in package.ENGINE_FILES): bench/inference_latency.py times it
-beside the numpy engine to see whether int8 compute pays on one core. It needs the
-``onnx`` package to build the graph, which the competition container lacks; a shipped
-version would have to carry the built .onnx bytes in the zip.
+Package time only (not vendored into the zip): it needs the ``onnx`` package, which the
+competition container lacks. ``lobsweep package --precision int8-ort`` carries the
+quantised graphs' bytes in the zip, where engine_ort_run.py (vendored) runs them;
+bench/inference_latency.py also times the float32 graph.
 
 One ``GRUGroup`` of the numpy engine (M members, L layers, hidden H, F features; its
 weights already stacked and in_proj folded, engine_rnn.py) becomes one graph run per
@@ -28,9 +28,12 @@ import tempfile
 
 import numpy as np
 
+from .engine_ort_run import attach
 from .engine_rnn import GRUGroup
+from .engine_weights import SCALE_SUFFIX
 
 OPSET = 17
+IR_VERSION = 8      # what opset 17 needs; onnx's newest IR may be too new for the container's onnxruntime
 
 
 class _Graph:
@@ -45,8 +48,8 @@ class _Graph:
         self.n += 1
         return f"{stem}_{self.n}"
 
-    def const(self, array: np.ndarray, stem: str = "c") -> str:
-        name = self.name(stem)
+    def const(self, array: np.ndarray, stem: str = "c", exact: str | None = None) -> str:
+        name = exact or self.name(stem)
         self.inits.append(self.numpy_helper.from_array(np.ascontiguousarray(array), name))
         return name
 
@@ -99,12 +102,14 @@ def gru_group_model(group: GRUGroup):
         h_k = g.op("Reshape", [hs[k], g.const(np.asarray([M, H], np.int64))])
         rows = g.split(h_k, [1] * M, axis=0)                                           # M x [1, H]
 
-        def per_member(inputs: list[str], w: np.ndarray, b: np.ndarray, stem: str) -> str:
-            mm = [g.op("MatMul", [inputs[m], g.const(np.ascontiguousarray(w[m].T), stem)]) for m in range(M)]
+        def per_member(inputs: list[str], w: np.ndarray, b: np.ndarray, param: str) -> str:
+            # constant "m<i>:<param>" = member i's PyTorch [O, I] matrix ``param``, transposed (ship_graph's key)
+            mm = [g.op("MatMul", [inputs[m], g.const(np.ascontiguousarray(w[m].T), exact=f"m{m}:{param}")])
+                  for m in range(M)]
             return g.op("Add", [g.op("Concat", mm, axis=0) if M > 1 else mm[0], g.const(b)])
 
-        gi = gi0 if k == 0 else per_member(below, group.w_ih[k]["w"], group.w_ih[k]["b"], f"w_ih{k}")
-        gh = per_member(rows, group.w_hh[k]["w"], group.w_hh[k]["b"], f"w_hh{k}")
+        gi = gi0 if k == 0 else per_member(below, group.w_ih[k]["w"], group.w_ih[k]["b"], f"rnn.weight_ih_l{k}")
+        gh = per_member(rows, group.w_hh[k]["w"], group.w_hh[k]["b"], f"rnn.weight_hh_l{k}")
         gi_rz, gi_n = g.split(gi, [2 * H, H], axis=1)
         gh_rz, gh_n = g.split(gh, [2 * H, H], axis=1)
         r, z = g.split(g.op("Sigmoid", [g.op("Add", [gi_rz, gh_rz])]), [H, H], axis=1)
@@ -126,19 +131,17 @@ def gru_group_model(group: GRUGroup):
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [M, 2]),
          helper.make_tensor_value_info("h_out", TensorProto.FLOAT, [L, M, H])],
         g.inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = IR_VERSION
+    return model
 
 
-def _session(model, quantize: bool):
+def model_bytes(model, quantize: bool) -> bytes:
+    """The serialized step graph, through ``quantize_dynamic`` when ``quantize`` (int8 weights per output
+    channel, activations quantised per step; the head stays float32). Needs ``onnx`` (package time)."""
     import onnx
-    import onnxruntime as ort
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if not quantize:
-        return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        return model.SerializeToString()
     from onnxruntime.quantization import QuantType, quantize_dynamic
     with tempfile.TemporaryDirectory(prefix="lobsweep-ort-") as d:
         src, dst = os.path.join(d, "f32.onnx"), os.path.join(d, "int8.onnx")
@@ -150,37 +153,76 @@ def _session(model, quantize: bool):
                              op_types_to_quantize=["MatMul"], nodes_to_exclude=head)
         finally:
             logging.disable(logging.NOTSET)
-        return ort.InferenceSession(dst, opts, providers=["CPUExecutionProvider"])
+        with open(dst, "rb") as fh:
+            return fh.read()
+
+
+def group_graphs(engine, quantize: bool = True) -> dict:
+    """{member indices (tuple): step-graph bytes} for every group of ``engine`` that a graph can run:
+    plain GRU groups whose members read one feature pipeline."""
+    return {tuple(idx): model_bytes(gru_group_model(g), quantize)
+            for g, idx, inp in zip(engine.groups, engine.group_members, engine.inputs)
+            if type(g) is GRUGroup and isinstance(inp, tuple)}
+
+
+def ship_graph(graph: bytes, stored: list[dict]) -> tuple[bytes, list[dict]]:
+    """The quantised ``graph`` of a group without the int8 matrices its members' .npz already hold.
+
+    ``stored``: each member's arrays as the zip stores them (engine_weights.encode, int8). Every
+    per-member matrix ``m<i>:<param>`` that quantize_dynamic turned into int8 (zero point 0) becomes
+    external data, and its scale the .npz's own ``q_scale``: the zip supplies ``stored[i][param].T``
+    at load (engine_ort_run.session), so the graph computes with exactly the int8 weights numpy
+    would decode, and the zip holds them once. Returns (bytes, [{"name", "member": i, "param"}]).
+    The folded first-layer matrix and the float32 head stay inside the graph (a few % of the bytes).
+    """
+    import onnx
+    from onnx import TensorProto, numpy_helper
+    model = onnx.load_from_string(graph)
+    inits = {t.name: t for t in model.graph.initializer}
+    refs = []
+    for name, t in inits.items():
+        if not (name.startswith("m") and ":" in name and name.endswith("_quantized")):
+            continue
+        base = name[:-len("_quantized")]
+        member, param = int(base[1:base.index(":")]), base[base.index(":") + 1:]
+        q, s = stored[member].get(param), stored[member].get(param + SCALE_SUFFIX)
+        zero = inits.get(base + "_zero_point")
+        if (q is None or s is None or zero is None or numpy_helper.to_array(zero).any()
+                or tuple(numpy_helper.to_array(t).shape) != q.T.shape or q.dtype != np.int8):
+            continue                                    # not the npz's layout: keep it inside the graph
+        inits[base + "_scale"].CopyFrom(numpy_helper.from_array(np.asarray(s, np.float32), base + "_scale"))
+        t.ClearField("raw_data")
+        t.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", "lsrt-npz"), ("offset", "0"), ("length", str(q.nbytes))):
+            entry = t.external_data.add()
+            entry.key, entry.value = key, value
+        refs.append({"name": name, "member": member, "param": param})
+    return model.SerializeToString(), refs
 
 
 class ORTEngine:
     """A FusedEngine whose GRU groups step through onnxruntime (features and the combine stay numpy).
 
-    Same interface as FusedEngine for the benches: ``reset``, ``features``, ``step``.
+    The bench's view of both graphs (float32 or int8); what a zip of ``--precision int8-ort`` runs is
+    ``package.engine_from_bundles(..., precision="int8-ort")``. Same interface as FusedEngine for the
+    benches: ``reset``, ``features``, ``step``.
     """
 
     def __init__(self, engine, quantize: bool = False):
         for inp in engine.inputs:
             if not isinstance(inp, tuple):
                 raise ValueError("engine_ort needs every group to read one feature pipeline")
+        for g in engine.groups:
+            if type(g) is not GRUGroup:
+                raise ValueError(f"engine_ort runs plain GRU groups only, not {type(g).__name__}")
         self.engine, self.quantize = engine, quantize
-        self.sessions = [_session(gru_group_model(g), quantize) for g in engine.groups]
-        self.h = [np.zeros((g.L, g.M, g.H), np.float32) for g in engine.groups]
+        attach(engine, {idx: (graph, {}) for idx, graph in group_graphs(engine, quantize).items()})
 
     def reset(self) -> None:
         self.engine.reset()
-        for h in self.h:
-            h.fill(0.0)
 
     def features(self, row) -> np.ndarray:
         return self.engine.features(row)
 
     def step(self, row, need: bool = True) -> np.ndarray | None:
-        x = self.engine.features(row)
-        pred = np.zeros(2)
-        for i, (sess, (lo, hi), w) in enumerate(zip(self.sessions, self.engine.inputs, self.engine.group_weights)):
-            y, self.h[i] = sess.run(None, {"x": x[None, lo:hi], "h": self.h[i]})
-            pred += (w * y).sum(0)
-        if not need:
-            return None
-        return pred * self.engine.post_scale
+        return self.engine.step(row, need)

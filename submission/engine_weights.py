@@ -15,13 +15,15 @@ int8 is symmetric per output row: ``q [O, I] = round(w / s)`` clipped to +-127 w
 ``w ~= q * s[:, None]``; the error per value is at most s / 2. A row of zeros keeps
 s = 1 (all q = 0). A large outlier in a row raises s and flattens the rest of the
 row towards 0: that member then fails the packager's score gate (precision.py).
+``int8-ort`` stores the same int8 arrays: the numpy path of a zip whose GRU groups
+normally step through onnxruntime graphs (engine_ort_run.py).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-PRECISIONS = ("float32", "float16", "int8")
+PRECISIONS = ("float32", "float16", "int8", "int8-ort")     # int8-ort stores int8 (+ onnx graphs)
 SCALE_SUFFIX = ".q_scale"
 _F16_MAX = float(np.finfo(np.float16).max)
 
@@ -60,7 +62,7 @@ def encode(arrays: dict, precision: str) -> dict:
             if np.abs(a).max() > _F16_MAX:
                 raise ValueError(f"{name} holds values beyond float16's range ({_F16_MAX:g})")
             out[name] = a.astype(np.float16)
-        else:
+        else:                                   # int8, and int8-ort's numpy fallback
             out[name], out[name + SCALE_SUFFIX] = quantize_rows(a)
     return out
 

@@ -9,6 +9,8 @@ The zip (at most ``max_bytes``, 20 MB by default):
                              JSON (fitted normalisers included), weights [M, 2], post_scale [2]
     model/m000.npz ...       each member's state_dict: float32 arrays, or its weight matrices in
                              float16 or int8 (``precision``; engine_weights.py), decoded at load
+    model/ort_g000.onnx ...  int8-ort only: onnxruntime int8 step graph of each GRU group
+                             (engine_ort.py builds it here; engine_ort_run.py runs it in the zip)
 
 ``precision`` float16 or int8 must pass the score gate (precision.py): each member's
 official score on the report rows of a dataset within 1e-4 of its float32 score, and
@@ -43,12 +45,14 @@ from ..models import get_config_class
 from ..models.registry import build_config
 from ..training.bundle import Bundle, load_bundle
 from .engine import FORMAT, FusedEngine
-from .engine_weights import encode
-from .precision import TOLERANCE, Gate, check_precision, gate_data
+from .engine_ort_run import attach, externals
+from .engine_weights import decode, encode, round_trip
+from .precision import STREAM_SEQS, TOLERANCE, Gate, check_precision, gate_data, stream_gate
 
 MAX_ZIP_BYTES = 20_000_000            # the scorer's limit: "20 MB", decimal
 SPEC_FORMAT = "lobsweep.ensemble/1"
-ENGINE_FILES = ("engine.py", "engine_ops.py", "engine_rnn.py", "engine_blocks.py", "engine_weights.py")
+ENGINE_FILES = ("engine.py", "engine_ops.py", "engine_rnn.py", "engine_blocks.py", "engine_weights.py",
+                "engine_ort_run.py")
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _ZIP_DATE = (2020, 1, 1, 0, 0, 0)      # fixed timestamps: the same inputs give the same bytes
 
@@ -136,16 +140,46 @@ def _engine(layout: list[dict], arrays: list[dict], pipelines: list[str], w, sca
 def engine_from_bundles(members, weights=None, post_scale=(1.0, 1.0), fuse: bool = True,
                         precision: str = "float32") -> FusedEngine:
     """The packaged engine, built in-process straight from bundles (costs, benches, tests), with the
-    weights a zip of ``precision`` computes with (every member in that mode, no gate)."""
-    from .engine_weights import round_trip
+    weights a zip of ``precision`` computes with (every member in that mode, no gate; int8-ort: its GRU
+    groups step through the onnxruntime int8 graphs the zip carries)."""
     bundles = _bundles(members)
     models, arrays, w, _, _ = _expand(bundles, check_weights(weights, len(bundles)))
+    pipelines, layout = _layout(models)
+    scale = _check_post_scale(post_scale)
+    if check_precision(precision) == "int8-ort":
+        return ort_engine(layout, arrays, pipelines, w, scale, fuse)[0]
+    return _engine(layout, _round_trip(arrays, precision), pipelines, w, scale, fuse)
+
+
+def _round_trip(arrays: list[dict], precision: str) -> list[dict]:
     try:
-        arrays = [round_trip(a, check_precision(precision)) for a in arrays]
+        return [round_trip(a, precision) for a in arrays]
     except ValueError as exc:
         raise PackageError(f"cannot store the weights in {precision}: {exc}") from None
-    pipelines, layout = _layout(models)
-    return _engine(layout, arrays, pipelines, w, _check_post_scale(post_scale), fuse)
+
+
+def ort_engine(layout: list[dict], arrays: list[dict], pipelines: list[str], w, scale, fuse: bool = True):
+    """What an int8-ort zip runs: (the engine, {member indices: (graph bytes, external refs)} of its GRU
+    groups, each model's arrays as stored). The graphs leave the per-member int8 matrices external
+    (engine_ort.ship_graph): the .npz holds them once, for both paths."""
+    try:
+        from .engine_ort import group_graphs, ship_graph
+        import onnx  # noqa: F401
+    except ImportError:
+        raise PackageError("--precision int8-ort builds its onnxruntime graphs with the onnx package, which "
+                           "is not installed here (pip install onnx), or use --precision int8") from None
+    try:
+        stored = [encode(a, "int8-ort") for a in arrays]
+    except ValueError as exc:
+        raise PackageError(f"cannot store the weights in int8-ort: {exc}") from None
+    # graphs from the float32 weights: quantize_dynamic rounds the per-member matrices exactly as the .npz's
+    # int8 (per output row, max |w| / 127; ship_graph then uses the .npz's), and the folded first layer once
+    # (folding decoded int8 weights and quantising again moved the score twice as much)
+    graphs = {idx: ship_graph(g, [stored[i] for i in idx])
+              for idx, g in group_graphs(_engine(layout, arrays, pipelines, w, scale, fuse)).items()}
+    engine = _engine(layout, [decode(s) for s in stored], pipelines, w, scale, fuse)
+    attach(engine, {idx: (g, externals(refs, [stored[i] for i in idx])) for idx, (g, refs) in graphs.items()})
+    return engine, graphs, stored
 
 
 def offline_predictions(members, weights=None, post_scale=(1.0, 1.0)) -> np.ndarray:
@@ -206,6 +240,8 @@ def choose_precisions(bundles: list[Bundle], names: list[str], arrays: list[dict
     record; PrecisionError (one line naming the member) when a member fails without ``fallback``."""
     if precision == "float32":
         return ["float32"] * len(bundles), None
+    if precision == "int8-ort":
+        raise ValueError("int8-ort is gated by ort_gate (the streamed ensemble), not per member")
     gate = Gate(gate_data(data_dir, bundles), precision, tolerance, fallback)
     results = [gate.member(names[i], b, [a for a, o in zip(arrays, owner) if o == i]) for i, b in enumerate(bundles)]
     ensemble = gate.ensemble(results, w, scale)
@@ -216,15 +252,28 @@ def choose_precisions(bundles: list[Bundle], names: list[str], arrays: list[dict
     return [g.stored for g in results], record
 
 
+def ort_gate(bundles: list[Bundle], engine32: FusedEngine, arrays: list[dict], layout, pipelines, w, scale,
+             fallback: bool, data_dir: str | None, tolerance: float, gate_seqs: int) -> tuple[dict, dict]:
+    """(graphs to ship, the gate's record) for int8-ort: the float32 engine and the int8-ort engine streamed
+    over the first ``gate_seqs`` report sequences (precision.stream_gate); graphs {} after a fallback."""
+    data = gate_data(data_dir, bundles)
+    engine, graphs, _ = ort_engine(layout, arrays, pipelines, w, scale)
+    ens = stream_gate(data, engine32, engine, "int8-ort", gate_seqs, tolerance, fallback)
+    record = {"data": data.path, "tolerance": tolerance, "ensemble": ens, "members": [], "paths": engine.paths}
+    return (graphs if ens["stored"] == "int8-ort" else {}), record
+
+
 def package(members: list[str], out_zip: str, weights: np.ndarray | None = None, post_scale=(1.0, 1.0),
             max_bytes: int = MAX_ZIP_BYTES, precision: str = "float32", fallback: bool = False,
-            data_dir: str | None = None, tolerance: float = TOLERANCE) -> dict:
+            data_dir: str | None = None, tolerance: float = TOLERANCE, gate_seqs: int = STREAM_SEQS) -> dict:
     """Write the submission zip for ``members`` (bundle dirs) atomically; returns its description.
 
     ``weights`` [M, 2]: per-target member weights (each column sums to 1; None = uniform).
-    ``precision``: how weight matrices are stored (float32, float16, int8); a compact mode passes the
-    score gate on the report rows of ``data_dir`` (default: the members' own dataset) or nothing is
-    written, unless ``fallback`` stores the failing members in float32.
+    ``precision``: how weight matrices are stored (float32, float16, int8, int8-ort); a compact mode passes
+    the score gate on the report rows of ``data_dir`` (default: the members' own dataset) or nothing is
+    written, unless ``fallback`` stores the failing members in float32. int8-ort also ships onnxruntime
+    int8 step graphs of the GRU groups; its gate streams the first ``gate_seqs`` report sequences and a
+    failing ensemble is stored in float32 entirely with ``fallback``.
     Over ``max_bytes`` (compressed zip bytes) nothing is written and PackageError names the members to drop.
     """
     check_precision(precision)
@@ -240,14 +289,22 @@ def package(members: list[str], out_zip: str, weights: np.ndarray | None = None,
     bundles, arrays, w_models, folds, owner = _expand(bundles, w)    # a bagged member streams as its K fold models
     names = [short[b.path] + (f"#fold{j}" if j >= 0 else "") for b, j in zip(bundles, folds)]
     pipelines, layout = _layout(bundles)
-    _engine(layout, arrays, pipelines, w_models, scale)   # a bad family or shape fails before anything is written
+    engine32 = _engine(layout, arrays, pipelines, w_models, scale)   # a bad family or shape fails before writing
     out_zip = os.path.abspath(str(out_zip))
     out_dir = os.path.dirname(out_zip)
     if not os.path.isdir(out_dir):
         raise PackageError(f"{out_dir}: output directory does not exist")
-    stored, gate = choose_precisions(member_bundles, [short[b.path] for b in member_bundles], arrays, owner,
-                                     w, scale, precision, fallback, data_dir, tolerance)
-    modes = [stored[o] for o in owner]
+    graphs = {}
+    if precision == "int8-ort":
+        graphs, gate = ort_gate(member_bundles, engine32, arrays, layout, pipelines, w_models, scale, fallback,
+                                data_dir, tolerance, gate_seqs)
+        modes = [gate["ensemble"]["stored"]] * len(arrays)
+    else:
+        stored, gate = choose_precisions(member_bundles, [short[b.path] for b in member_bundles], arrays, owner,
+                                         w, scale, precision, fallback, data_dir, tolerance)
+        modes = [stored[o] for o in owner]
+    ort = [{"file": f"ort_g{i:03d}.onnx", "members": list(idx), "external": refs}
+           for i, (idx, (_, refs)) in enumerate(graphs.items())]
 
     entries = [{"name": n, "bundle": b.path, "file": f"m{i:03d}.npz", **m, "precision": p,
                 "valid_fingerprint": b.spec.get("data", {}).get("valid_fingerprint"),
@@ -256,7 +313,8 @@ def package(members: list[str], out_zip: str, weights: np.ndarray | None = None,
     note = next((b.spec.get("note", "final fit: no honest score") for b in bundles      # a final fit saw report
                  if b.spec.get("bag", {}).get("final")), None)
     manifest = {"format": FORMAT, "members": entries, "pipelines": pipelines,
-                "weights": w_models.tolist(), "post_scale": scale.tolist(), **({"note": note} if note else {})}
+                "weights": w_models.tolist(), "post_scale": scale.tolist(), **({"ort": ort} if ort else {}),
+                **({"note": note} if note else {})}
 
     fd, tmp = tempfile.mkstemp(prefix=".package-", suffix=".zip", dir=out_dir)
     os.close(fd)
@@ -268,6 +326,8 @@ def package(members: list[str], out_zip: str, weights: np.ndarray | None = None,
             _write(zf, "model/manifest.json", json.dumps(manifest, indent=1))
             for entry, arr, mode in zip(entries, arrays, modes):
                 sizes.append(_write(zf, "model/" + entry["file"], _npz_bytes(encode(arr, mode))).compress_size)
+            for g, (graph, _) in zip(ort, graphs.values()):
+                _write(zf, "model/" + g["file"], graph)
         total = os.path.getsize(tmp)                 # compressed bytes: what the 20 MB limit counts
         if total > max_bytes:
             drop = _drop_advice(names, sizes, w_models, total, max_bytes)
@@ -286,6 +346,7 @@ def package(members: list[str], out_zip: str, weights: np.ndarray | None = None,
     return {"path": out_zip, "bytes": total, "n_members": n_members, "n_models": len(bundles), "families": families,
             "n_pipelines": len(pipelines), "member_bytes": dict(zip(names, sizes)),
             "member_precision": dict(zip(names, modes)), "precision": precision, "gate": gate, "skipped": skipped,
+            "ort_files": [g["file"] for g in ort],
             "weights": w_models.tolist(), "post_scale": scale.tolist(), **({"note": note} if note else {})}
 
 

@@ -1,4 +1,4 @@
-"""The score gate of compact weight storage (``lobsweep package --precision float16|int8``).
+"""The score gate of compact weight storage (``lobsweep package --precision float16|int8|int8-ort``).
 
 A compact zip stores its members' weight matrices in float16 or int8 (engine_weights.py)
 and computes in float32 over the decoded weights. It is accepted only if it keeps the
@@ -15,6 +15,12 @@ Why the batch forward: the zip's streaming engine reproduces the batch forward o
 same weights to ~1e-6 per prediction (the float32 parity tests), so the two scores are
 those of the two zips, without streaming every member twice through Python. A test
 scores both zips step by step to hold that.
+
+``int8-ort`` (GRU groups stepped by onnxruntime int8 graphs, activations quantised per
+step) has no batch forward that reproduces it, so ``stream_gate`` streams the first
+``STREAM_SEQS`` report sequences through the float32 engine and the engine the zip runs,
+and compares the whole ensemble's official scores. It is all or nothing: a failing
+ensemble is refused, or with ``fallback`` stored in float32 entirely.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from ..errors import UserError
 from .engine_weights import PRECISIONS, round_trip
 
 TOLERANCE = 1e-4          # the issue's bar: |score(compact zip) - score(float32 zip)| on report rows
+STREAM_SEQS = 32          # int8-ort: report sequences streamed step by step through both engines
 
 
 class PrecisionError(UserError):
@@ -163,3 +170,34 @@ class Gate:
                                      f"{self.tolerance:g} gate (member {gates[worst].name} moves most, "
                                      f"{gates[worst].delta:+.2e}); use --fallback or --precision float32")
             gates[worst].stored, gates[worst].fell_back = "float32", "so that the ensemble passes the gate"
+
+
+def stream_predictions(engine, X: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """float64 [rows, 2]: ``engine`` streamed over raw X [N, T, 32], reset per sequence; rows where ``mask``."""
+    P = []
+    for s in range(len(X)):
+        engine.reset()
+        for t in range(X.shape[1]):
+            p = engine.step(X[s, t], bool(mask[s, t]))
+            if p is not None:
+                P.append(p)
+    return np.asarray(P, dtype=np.float64).reshape(-1, 2)
+
+
+def stream_gate(data: GateData, engine32, engine, precision: str = "int8-ort", n_seq: int = STREAM_SEQS,
+                tolerance: float = TOLERANCE, fallback: bool = False) -> dict:
+    """The ensemble's score delta between ``engine`` and ``engine32``, both streamed over the first ``n_seq``
+    report sequences; PrecisionError over the tolerance, unless ``fallback`` (then ``stored`` is float32)."""
+    n = min(int(n_seq), len(data.X))
+    X, mask = data.X[:n], data.mask[:n]
+    Y = data.Y[:n][mask].astype(np.float64)
+    s32 = _mean_score(Y, stream_predictions(engine32, X, mask))
+    sc = _mean_score(Y, stream_predictions(engine, X, mask))
+    rec = {"score32": s32, "score": sc, "delta": sc - s32, "streamed_seqs": n, "stored": precision}
+    if abs(sc - s32) > tolerance:
+        why = (f"ensemble: {precision} changes its score by {sc - s32:+.2e} ({s32:.6f} -> {sc:.6f}), over the "
+               f"{tolerance:g} gate on the first {n} report sequences of {os.path.basename(data.path)} (streamed)")
+        if not fallback:
+            raise PrecisionError(f"{why}; use --precision int8 or float32, or --fallback to store it in float32")
+        rec["stored"], rec["fell_back"] = "float32", "the ensemble is over the gate: every member is stored in float32"
+    return rec

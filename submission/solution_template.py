@@ -3,8 +3,9 @@
 Written into the zip as ``solution.py`` by lobsweep's packager, beside
 ``lsrt_engine/`` (the engine), ``lsrt_features/`` (the feature pipelines) and
 ``model/`` (manifest.json and one .npz per member: float32 arrays, or float16 /
-int8 weight matrices decoded to float32 at load). It imports numpy and
-those two folders only.
+int8 weight matrices decoded to float32 at load; with ``int8-ort``, also
+onnxruntime int8 graphs of the GRU groups). It imports numpy and those two
+folders only, plus onnxruntime for an int8-ort zip (numpy alone if it cannot).
 
 Contract: ``PredictionModel().predict(data_point)`` gets the rows in file order.
 State resets when ``seq_ix`` changes; every row advances the state, warm-up rows
@@ -28,6 +29,8 @@ class PredictionModel:
     def __init__(self):
         self.engine = load_engine(os.path.join(_HERE, "model"), FeaturePipeline.from_json)
         self.seq_ix = None
+        if self.engine.ort_graphs:           # int8-ort: say which path steps each group (onnxruntime or numpy)
+            print("lsrt_engine: " + "; ".join(self.engine.paths), file=sys.stderr, flush=True)
 
     def predict(self, data_point):
         if data_point.seq_ix != self.seq_ix:

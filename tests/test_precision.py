@@ -25,8 +25,9 @@ from lobsweep.data.synth import write_dataset
 from lobsweep.errors import UserError
 from lobsweep.submission import cost
 from lobsweep.submission.engine_weights import SCALE_SUFFIX, decode, encode, round_trip
-from lobsweep.submission.package import PackageError, package, read_manifest
-from lobsweep.submission.precision import PrecisionError, _predict, gate_data
+from lobsweep.data.metric import score
+from lobsweep.submission.package import PackageError, engine_from_bundles, package, read_manifest
+from lobsweep.submission.precision import PrecisionError, _predict, gate_data, stream_predictions
 from lobsweep.submission.scorer import score_zip
 from lobsweep.training.bundle import load_bundle, save_bundle
 from lobsweep.training.member import predict_bundle, train_member
@@ -302,9 +303,8 @@ def test_gate_data_is_the_report_split_of_the_members_dataset(members, data_dir)
 
 
 def test_onnxruntime_step_graph_matches_the_numpy_engine_and_int8_stays_close(members):
-    """bench-only engine_ort.py: float32 graph = the numpy engine; int8 matrices move predictions a little."""
+    """engine_ort.py: float32 graph = the numpy engine; int8 matrices move predictions a little."""
     from lobsweep.submission.engine_ort import ORTEngine
-    from lobsweep.submission.package import engine_from_bundles
     paths = [members["gru"], members["outlier"]]
     engines = [engine_from_bundles(paths), ORTEngine(engine_from_bundles(paths)),
                ORTEngine(engine_from_bundles(paths), quantize=True)]
@@ -316,3 +316,147 @@ def test_onnxruntime_step_graph_matches_the_numpy_engine_and_int8_stays_close(me
     assert 0 < np.abs(P[:, 2] - P[:, 0]).max() <= 0.1 * np.abs(P[:, 0]).max()
     with pytest.raises(ValueError, match="plain GRU groups only"):
         ORTEngine(engine_from_bundles([members["lstm"]]))
+
+
+# ---------------------------------------------------------------- int8-ort: onnxruntime int8 graphs in the zip
+# Streams report sequences through the unpacked zip in a clean subprocess: argv = solution dir, npz of raw X
+# [N, T, 32] and mask [N, T], output .npy, comma-separated modules made unimportable first. Prints the modules
+# the zip imported (beyond start-up); the zip's own log line goes to stderr.
+STREAM_PROBE = """
+import json, sys
+for name in sys.argv[4].split(","):
+    sys.modules[name] = None                     # importing any of them now raises ImportError
+before = {n.split(".")[0] for n in sys.modules}
+sys.path.insert(0, sys.argv[1])
+from solution import PredictionModel
+import numpy as np
+
+class Row:
+    def __init__(self, s, t, need, state):
+        self.seq_ix, self.step_in_seq, self.need_prediction, self.state = s, t, bool(need), state
+
+with np.load(sys.argv[2]) as d:
+    X, mask = d["X"], d["mask"]
+m = PredictionModel()
+P = [m.predict(Row(s, t, mask[s, t], X[s, t])) for s in range(len(X)) for t in range(X.shape[1])]
+np.save(sys.argv[3], np.asarray([p for p in P if p is not None]))
+print(json.dumps(sorted({n.split(".")[0] for n in sys.modules} - before)))
+"""
+CONTAINER_ONLY = "torch,pandas,pyarrow,scipy,lobsweep,onnx"      # the container has onnxruntime, never onnx
+ORT_SEQS = 32             # = precision.STREAM_SEQS, the gate's default
+
+
+@pytest.fixture(scope="module")
+def gru64(data_dir, tmp_path_factory) -> str:
+    """A GRU of hidden 64: int8-ort moves its score by ~5e-5 here; the hidden-24 one moves by ~3e-4 (refused)."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("prec-gru64")
+    return train_member(data_dir, "gru", str(root / "gru64"), hparams={"hidden": 64, "layers": 2, "head_hidden": 8},
+                        train_cfg=TRAIN, seed=2).path
+
+
+@pytest.fixture(scope="module")
+def ort_zip(gru64, members, tmp_path_factory) -> dict:
+    """int8-ort zip of the hidden-64 GRU and the LSTM, gated on the first 32 report sequences (the default)."""
+    return package([gru64, members["lstm"]], str(tmp_path_factory.mktemp("ort-zip") / "ort.zip"),
+                   precision="int8-ort")
+
+
+def _stream_in_clean_room(zip_path: str, tmp_path, n_seq: int, block: str, bundle: str):
+    """(predictions [rows, 2], imported modules, stderr, Y [rows, 2]) of the zip streamed over the first
+    ``n_seq`` report sequences, in a subprocess where ``block`` cannot be imported."""
+    sol = tmp_path / "solution"
+    with zipfile.ZipFile(zip_path) as zf:
+        zf.extractall(sol)
+    data = gate_data(None, [load_bundle(bundle)])
+    np.savez(tmp_path / "rows.npz", X=data.X[:n_seq], mask=data.mask[:n_seq])
+    (tmp_path / "probe.py").write_text(STREAM_PROBE)
+    out = subprocess.run([sys.executable, "-I", str(tmp_path / "probe.py"), str(sol), str(tmp_path / "rows.npz"),
+                          str(tmp_path / "P.npy"), block], capture_output=True, text=True, cwd=tmp_path, check=True)
+    imported = set(json.loads(out.stdout.strip().splitlines()[-1])) - set(sys.stdlib_module_names)
+    Y = data.Y[:n_seq][data.mask[:n_seq]]
+    return np.load(tmp_path / "P.npy"), imported - {"solution", "lsrt_engine", "lsrt_features"}, out.stderr, Y
+
+
+def test_int8_ort_zip_steps_its_gru_through_onnxruntime_alone_and_keeps_the_float32_score(
+        ort_zip, gru64, members, tmp_path):
+    """Clean room (no onnx, torch or lobsweep): the GRU group runs the shipped .onnx bytes, the LSTM numpy int8;
+    its streamed score is the one the gate measured, within 1e-4 of the float32 engine's (= the float32 zip's)."""
+    with zipfile.ZipFile(ort_zip["path"]) as zf:
+        graph = zf.read("model/ort_g000.onnx")
+        assert [n for n in zf.namelist() if n.endswith(".onnx")] == ["model/ort_g000.onnx"]
+    assert len(graph) > 1000 and ort_zip["ort_files"] == ["ort_g000.onnx"]
+    manifest = read_manifest(ort_zip["path"])
+    (entry,) = manifest["ort"]                                               # the GRU; no graph for the LSTM
+    assert entry["file"] == "ort_g000.onnx" and entry["members"] == [0]
+    assert {m["precision"] for m in manifest["members"]} == {"int8-ort"}
+    # its per-member int8 matrices are external: the zip holds them once, in the member's .npz
+    import onnx
+    external = {t.name for t in onnx.load_from_string(graph).graph.initializer
+                if t.data_location == onnx.TensorProto.EXTERNAL}
+    assert {r["param"] for r in entry["external"]} == {"rnn.weight_hh_l0", "rnn.weight_hh_l1", "rnn.weight_ih_l1"}
+    assert external == {r["name"] for r in entry["external"]}
+    i8 = package([gru64, members["lstm"]], str(tmp_path / "i8.zip"), precision="int8", tolerance=1.0)
+    assert ort_zip["bytes"] - i8["bytes"] < i8["member_bytes"]["gru64"] / 2     # graph: first layer and head only
+
+    P, imported, err, Y = _stream_in_clean_room(ort_zip["path"], tmp_path, ORT_SEQS, CONTAINER_ONLY, gru64)
+    assert "onnxruntime" in imported and not imported & {"onnx", "torch", "lobsweep", "pandas"}
+    assert "group 0 (gru x1): onnxruntime int8" in err and "group 1 (lstm x1): numpy float32" in err
+    gate = ort_zip["gate"]["ensemble"]
+    assert gate["streamed_seqs"] == ORT_SEQS and gate["stored"] == "int8-ort"
+    assert abs(score(Y, P)["mean"] - gate["score"]) <= 1e-6                  # the zip runs what the gate scored
+    P32 = stream_predictions(engine_from_bundles([gru64, members["lstm"]]), *_report(gru64, ORT_SEQS))
+    assert abs(score(Y, P32)["mean"] - gate["score32"]) <= 1e-9
+    assert abs(score(Y, P)["mean"] - score(Y, P32)["mean"]) <= GATE
+    assert np.abs(P - P32).max() > 1e-4                                      # and it really computed in int8
+
+
+def _report(bundle: str, n_seq: int):
+    data = gate_data(None, [load_bundle(bundle)])
+    return data.X[:n_seq], data.mask[:n_seq]
+
+
+def test_int8_ort_zip_without_onnxruntime_runs_numpy_over_its_int8_weights_and_says_so(ort_zip, gru64, members,
+                                                                                      tmp_path):
+    P, imported, err, _ = _stream_in_clean_room(ort_zip["path"], tmp_path, 3, CONTAINER_ONLY + ",onnxruntime", gru64)
+    assert imported == {"numpy"}
+    assert "group 0 (gru x1): numpy float32 over int8 weights (onnxruntime not importable)" in err
+    P8 = stream_predictions(engine_from_bundles([gru64, members["lstm"]], precision="int8"), *_report(gru64, 3))
+    assert np.abs(P - P8).max() <= 1e-5                                      # exactly what an int8 zip computes
+
+
+def test_int8_ort_gate_refuses_in_one_line_and_fallback_stores_everything_in_float32(members, tmp_path, capsys):
+    """The hidden-24 GRU: int8 activations quantised per step move its streamed score by ~3e-4 (over 1e-4)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    code = cli_main(["package", "--members", members["gru"], "--precision", "int8-ort", "--out", str(out / "z.zip")])
+    err = _one_line_refusal(capsys, code)
+    assert "ensemble: int8-ort changes its score by" in err and "first 32 report sequences" in err
+    assert "--fallback" in err and os.listdir(out) == []
+    code = cli_main(["package", "--members", members["gru"], "--precision", "int8-ort", "--fallback",
+                     "--out", str(out / "fb.zip")])
+    printed = capsys.readouterr().out
+    assert code == 0 and "stored in float32: the ensemble is over the gate" in printed
+    manifest = read_manifest(str(out / "fb.zip"))
+    assert {m["precision"] for m in manifest["members"]} == {"float32"} and "ort" not in manifest
+    with zipfile.ZipFile(out / "fb.zip") as zf:
+        assert not [n for n in zf.namelist() if n.endswith(".onnx")]
+
+
+def test_int8_ort_cost_is_measured_on_the_onnxruntime_engine(gru64, tmp_path, monkeypatch):
+    from lobsweep.submission.engine_ort_run import ORTGroup
+    b = str(tmp_path / "gru64")
+    shutil.copytree(gru64, b)
+    built = []
+    real = cost.engine_from_bundles
+    monkeypatch.setattr(cost, "engine_from_bundles", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
+    assert cost.member_cost_ms(b, steps=120, precision="int8-ort") > 0
+    assert len(built) == 1 and built[0].ort_graphs == 1 and isinstance(built[0].groups[0], ORTGroup)
+    assert json.load(open(os.path.join(b, "latency-int8-ort.json")))["precision"] == "int8-ort"
+
+
+def test_int8_ort_without_onnx_at_package_time_is_one_line(members, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with pytest.raises(PackageError, match="int8-ort builds its onnxruntime graphs with the onnx package"):
+        package([members["gru"]], str(tmp_path / "z.zip"), precision="int8-ort")
+    assert os.listdir(tmp_path) == []
