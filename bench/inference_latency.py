@@ -38,6 +38,7 @@ weights, not a real ensemble. Columns (ms per step unless said):
                 float32's, on the report rows of the synthetic dataset (batch forward)
   d ort8    the int8-ort packager's gate: the zip's engine and the float32 engine streamed
             step by step over the first ``--score-seqs`` report sequences
+  d2 ...    the same three gates on a second dataset (the shifted generator variant)
 """
 
 from __future__ import annotations
@@ -166,7 +167,8 @@ def half_in_memory(engine):
     return engine
 
 
-def precision_case(name: str, paths: list[str], data_dir: str, rows: np.ndarray, args, root: str) -> dict:
+def precision_case(name: str, paths: list[str], data_dir: str, rows: np.ndarray, args, root: str,
+                   second: str | None = None) -> dict:
     def ms(engine) -> float:
         return time_engine(engine, steps=args.steps, repeats=args.repeats)["ms_per_step"]
 
@@ -186,23 +188,31 @@ def precision_case(name: str, paths: list[str], data_dir: str, rows: np.ndarray,
             r[f"d_{mode}"] = info["gate"]["ensemble"]["delta"]
             r["score32"] = info["gate"]["ensemble"]["score32"]
     r["score_rows_seqs"] = info["gate"]["ensemble"]["streamed_seqs"]
+    for mode in ("float16", "int8", "int8-ort") if second else ():       # the same gates on a second dataset
+        info = package(paths, os.path.join(root, f"{mode}-second.zip"), precision=mode, data_dir=second,
+                       tolerance=float("inf"), max_bytes=10 ** 12, gate_seqs=args.score_seqs)
+        r[f"d2_{mode}"] = info["gate"]["ensemble"]["delta"]
     return r
 
 
 PRECISION_HEAD = (f"{'case':<18}{'models':>7}{'MB':>7}{'f32':>8}{'f16':>8}{'i8':>8}{'f16mem':>8}{'ort32':>8}"
-                  f"{'ort8':>8}{'torch':>8}   {'zip MB f32/f16/i8/ort8':<24}{'d f16':>9}{'d i8':>9}{'d ort8':>9}")
+                  f"{'ort8':>8}{'torch':>8}   {'zip MB f32/f16/i8/ort8':<24}{'d f16':>9}{'d i8':>9}{'d ort8':>9}"
+                  f"{'d2 f16':>9}{'d2 i8':>9}{'d2 ort8':>9}")
 
 
 def precision_line(r: dict) -> str:
     zips = f"{r['zip_float32']:.1f}/{r['zip_float16']:.1f}/{r['zip_int8']:.1f}/{r['zip_int8-ort']:.1f}"
     return (f"{r['case']:<18}{r['models']:>7}{r['weight_mb']:>7.2f}" + "".join(
         f"{r[k]:>8.3f}" for k in ("f32", "f16", "i8", "f16mem", "ort32", "ort8", "torch"))
-        + f"   {zips:<24}{r['d_float16']:>+9.1e}{r['d_int8']:>+9.1e}{r['d_int8-ort']:>+9.1e}")
+        + f"   {zips:<24}{r['d_float16']:>+9.1e}{r['d_int8']:>+9.1e}{r['d_int8-ort']:>+9.1e}"
+        + "".join(f"{r.get('d2_' + m, float('nan')):>+9.1e}" for m in ("float16", "int8", "int8-ort")))
 
 
 def run_precision_cases(args, rows: np.ndarray, root: str) -> tuple[list[dict], str]:
     data_dir = os.path.join(root, "data")
     write_dataset(data_dir, n_train=args.train_seqs, n_valid=args.valid_seqs, seed=0)
+    second = os.path.join(root, "data-shifted")          # a second dataset for the score gates (d2 columns)
+    write_dataset(second, n_train=2, n_valid=args.valid_seqs, seed=1, variant="shifted")
     bases = {}
     for layers in sorted({c[2] for c in PRECISION_CASES}):
         torch.manual_seed(0)
@@ -215,14 +225,15 @@ def run_precision_cases(args, rows: np.ndarray, root: str) -> tuple[list[dict], 
             f"sequences (report score {', '.join(f'{k}x128 {v:.3f}' for k, v in trained.items() if v is not None)}), "
             f"each weight + {NOISE} x its tensor's std x N(0, 1): trained-ish weights, not a real ensemble. "
             f"Score deltas on the report rows of a {args.valid_seqs}-sequence synthetic valid file "
-            f"(d ort8 streamed on {args.score_seqs} of its report sequences).")
+            f"(d ort8 streamed on {args.score_seqs} of its report sequences); d2: the same gates on the report rows "
+            f"of a second dataset, the shifted generator variant (seed 1), which the members never saw.")
     print(note)
     print(PRECISION_HEAD + "   (ms per row, one core)")
     results = []
     for name, n, layers, k in PRECISION_CASES:
         case_root = os.path.join(root, name.replace(" ", "_").replace("=", ""))
         paths = perturbed_members(bases[layers], case_root, n, k)
-        results.append(precision_case(name, paths, data_dir, rows, args, case_root))
+        results.append(precision_case(name, paths, data_dir, rows, args, case_root, second))
         print(precision_line(results[-1]), flush=True)
     return results, note
 
