@@ -158,3 +158,23 @@ def test_a_joint_study_starts_with_the_plain_default_and_keeps_only_it_from_prun
     per_family = {"name": "p", "families": fams, "joint": False}
     _with_recipes(per_family, {f: sweep_space(f) for f in fams})
     assert len(_recipe_values(per_family, "gru")) == 5                     # per family: every recipe kept
+
+
+def test_a_trial_cut_before_its_report_is_named_by_the_epochs_its_bundle_holds(tmp_path):
+    """The budget can stop a trial after it finished an epoch (and wrote its bundle) but before
+    Ray recorded that epoch's report: the record counts the bundle's epochs, not Ray's."""
+    from types import SimpleNamespace
+    from lobsweep.tuning.driver import trial_records
+    bundles = tmp_path / "bundles"
+    path = _bundle(str(bundles), "t1")
+    spec = json.load(open(os.path.join(path, "spec.json")))
+    from lobsweep.training.bundle import FORMAT
+    json.dump({**spec, "format": FORMAT, "history": [{"epoch": 1}, {"epoch": 2}]},
+              open(os.path.join(path, "spec.json"), "w"))
+    cut = SimpleNamespace(metrics={"trial_id": "t1", "trial_status": "running", "epoch": 0}, error=None,
+                          config={}, path=str(tmp_path / "t1"))
+    pruned = SimpleNamespace(metrics={"trial_id": "t2", "trial_status": "running", "epoch": 1}, error=None,
+                             config={}, path=str(tmp_path / "t2"))
+    a, b = trial_records([cut, pruned], bundles_dir=str(bundles))
+    assert (a["status"], a["epochs"], a["bundle"]) == ("stopped_at_epoch_2", 2, path)
+    assert (b["status"], b["epochs"], b["bundle"]) == ("pruned_at_epoch_1", 1, None)   # no bundle: ASHA's cut

@@ -176,10 +176,15 @@ def trial_records(results, bundles_dir: str | None = None) -> list[dict]:
         m = dict(r.metrics or {})
         tid = m.get("trial_id") or os.path.basename(str(r.path))
         status, bundle = _status(r), m.get("bundle") if m.get("trial_status") == "completed" else None
+        epochs = _epochs(m)
         if status.startswith("pruned_at_epoch_") and _cut_bundle(bundles_dir, tid):
-            status, bundle = status.replace("pruned_", "stopped_"), _cut_bundle(bundles_dir, tid)
+            # the budget can cut a trial between an epoch and its report: the bundle knows how far it got
+            from ..training.bundle import read_spec
+            bundle = _cut_bundle(bundles_dir, tid)
+            epochs = max(epochs, len(read_spec(bundle).get("history") or []))
+            status = f"stopped_at_epoch_{epochs}"
         out.append({
-            "trial_id": tid, "status": status, "epochs": _epochs(m),
+            "trial_id": tid, "status": status, "epochs": epochs,
             "config": {k: v for k, v in (r.config or {}).items()},
             "metrics": {k: float(v) for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
             "bundle": bundle,
