@@ -32,7 +32,7 @@ def full_search(data_dir: str | None = None, profile: str = "demo", run_dir: str
                 budget_minutes: float | None = None, safety: float | None = None, resources: str | None = None,
                 ray_address: str | None = None, tracking_uri: str | None = None, feature_search: bool = True,
                 score: bool = True, seed: int = 0, folds: int | None = None,
-                time_budget: str | None = None) -> dict:
+                time_budget: str | None = None, precision: str | None = None) -> dict:
     """The whole modelling loop. None keeps the profile's value (profiles.py).
 
     ``time_budget`` ("5m", "2h", seconds) shares one wall-clock budget out over the stages (budget.py).
@@ -42,7 +42,7 @@ def full_search(data_dir: str | None = None, profile: str = "demo", run_dir: str
                 seed=seed, num_samples=num_samples, max_epochs=max_epochs, hpo_budget_s=hpo_budget_s,
                 max_train_seqs=max_train_seqs, feature_samples=feature_samples, feature_budget_s=feature_budget_s,
                 top_k=top_k, seeds=seeds, retrain_epochs=retrain_epochs, budget_minutes=budget_minutes,
-                safety=safety, folds=folds, time_budget=time_budget)
+                safety=safety, folds=folds, time_budget=time_budget, precision=precision)
     say(f"full-search, profile {s.profile}")
     run = start(s)
     fs = step_feature_search(run)
@@ -50,7 +50,7 @@ def full_search(data_dir: str | None = None, profile: str = "demo", run_dir: str
     rt = step_retrain(run, hpo)
     finish_started = time.perf_counter()
     ens = step_ensemble(run, rt["bundles_dir"], s.ensemble)
-    pkg = step_package(run, ens)
+    pkg = step_package(run, ens, s.ensemble["precision"])
     sc = step_score(run, ens, pkg) if s.score else None
     params = {"profile": s.profile, "data_dir": run.data_dir, "families": ",".join(s.families),
               "sweep": hpo["name"], "retrain": rt["name"], "feature_search": fs["name"] if fs else "off"}

@@ -75,7 +75,7 @@ SMOKE = {
             "train_fixed": {"crop_len": 256, "burn_in": 32, "patience": 2},
             "recipes": False, "joint": False},
     "retrain": {"top_k": 1, "seeds": 2, "max_epochs": 2},
-    "ensemble": {"budget_minutes": 60.0, "safety": 2.0},
+    "ensemble": {"budget_minutes": 60.0, "safety": 2.0, "precision": "float32"},
     "resources": "cpu=1",
 }
 PROFILES = {
@@ -89,7 +89,7 @@ PROFILES = {
                 "recipes": True, "joint": True},
         # the best trials are members as they are (adopt); seeds of the best configs fill the share
         "retrain": {"top_k": 2, "seeds": 2, "max_epochs": None, "adopt": True},
-        "ensemble": {"budget_minutes": 60.0, "safety": 2.0},
+        "ensemble": {"budget_minutes": 60.0, "safety": 2.0, "precision": "float32"},
         "resources": "cpu=1",
     },
     "full": {
@@ -100,7 +100,7 @@ PROFILES = {
                 "time_budget_s": 43200.0, "max_train_seqs": None, "top_k": 3, "train_fixed": {},
                 "recipes": True, "joint": False},
         "retrain": {"top_k": 3, "seeds": 3, "max_epochs": None},
-        "ensemble": {"budget_minutes": 60.0, "safety": 2.0},
+        "ensemble": {"budget_minutes": 60.0, "safety": 2.0, "precision": "float32"},
         "resources": "cpu=4,gpu=0.5",
     },
     "smoke": SMOKE,
@@ -113,6 +113,7 @@ OVERRIDES = {
     "top_k": ("retrain", "top_k"), "seeds": ("retrain", "seeds"), "retrain_epochs": ("retrain", "max_epochs"),
     "feature_samples": ("feature_search", "num_samples"), "feature_budget_s": ("feature_search", "time_budget_s"),
     "budget_minutes": ("ensemble", "budget_minutes"), "safety": ("ensemble", "safety"),
+    "precision": ("ensemble", "precision"),     # weights in the zip (submission/engine_weights.py); costs per mode
     "folds": ("retrain", "folds"),              # k-fold bagged members (training/bagging.py); None = plain
 }
 _RAY_ADDRESS = re.compile(r"^(auto|local|ray://\S+|[\w.\-]+:\d+)$")
@@ -234,6 +235,7 @@ def resolve(profile: str = "demo", *, data_dir: str | None = None, run_dir: str 
         check(name, _pos)
     check("budget_minutes", _pos, optional=False)
     check("safety", _pos, optional=False, minimum=1.0, strict=False)
+    check_precision_param(p["ensemble"]["precision"])
     hpo, fs, rt, ens = p["hpo"], p["feature_search"], p["retrain"], p["ensemble"]
     hpo["grace_period"] = min(int(hpo["grace_period"]), hpo["max_epochs"])
     check_settings({**hpo, "max_concurrent": None, "scheduler": "asha", "searcher": "tpe"})
@@ -250,8 +252,15 @@ def resolve(profile: str = "demo", *, data_dir: str | None = None, run_dir: str 
                     seed=_int("seed", seed, minimum=0), time_budget_s=budget_s)
 
 
-def check_ensemble(checkpoints: str | None, budget_minutes: float, safety: float) -> None:
+def check_precision_param(precision) -> str:
+    from ..submission.engine_weights import PRECISIONS
+    _need(precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
+def check_ensemble(checkpoints: str | None, budget_minutes: float, safety: float, precision: str = "float32") -> None:
     """The ensemble-only flows' parameters."""
+    check_precision_param(precision)
     _need(isinstance(checkpoints, str) and os.path.isdir(checkpoints),
           f"checkpoints must be a folder of bundles, got {checkpoints!r}")
     _pos("budget_minutes", budget_minutes, optional=False)

@@ -26,7 +26,8 @@ from .. import progress
 from . import tasks
 from .budget import ADOPT_SHARES, SHARES, Plan
 from .identity import bundles_identity, data_identity
-from .profiles import Settings, check_data_dir, check_endpoints, check_ensemble, check_run_dir, resolve
+from .profiles import (Settings, check_data_dir, check_endpoints, check_ensemble, check_precision_param, check_run_dir,
+                       resolve)
 
 
 def say(msg: str) -> None:
@@ -157,9 +158,12 @@ def step_ensemble(run: Run, checkpoints: str, settings: dict) -> dict:
                     tracking_uri=run.tracking_uri)
 
 
-def step_package(run: Run, ens: dict) -> dict:
+def step_package(run: Run, ens: dict, precision: str = "float32") -> dict:
+    """The zip of ``ens``; a compact ``precision`` passes the score gate on the run's dataset."""
+    compact = {} if precision == "float32" else {"precision": precision,
+                                                 "data_dir": run.data_dir or ens.get("data_dir")}
     return run.call(tasks.package, "package", spec_path=ens["spec_path"], spec_digest=ens["digest"],
-                    run_dir=run.run_dir)
+                    run_dir=run.run_dir, **compact)
 
 
 def step_score(run: Run, ens: dict, pkg: dict) -> dict:
@@ -232,19 +236,20 @@ def retrain_flow(leaderboard: str, data_dir: str | None = None, profile: str = "
 @flow(name="ensemble")
 def ensemble_flow(checkpoints: str, data_dir: str | None = None, run_dir: str | None = None,
                   budget_minutes: float = 60.0, safety: float = 2.0, tracking_uri: str | None = None,
-                  score: bool = True) -> dict:
+                  score: bool = True, precision: str = "float32") -> dict:
     """Ensemble-only rerun: the bundles under ``checkpoints`` -> spec -> zip (-> report-split score)."""
     from .. import tracking as trk
-    check_ensemble(checkpoints, budget_minutes, safety)
+    check_ensemble(checkpoints, budget_minutes, safety, precision)
     data_dir = check_data_dir(data_dir)
     check_endpoints(None, tracking_uri)
     rd = check_run_dir(run_dir)
     os.makedirs(rd, exist_ok=True)
     run = Run(None, rd, trk.tracking_uri(tracking_uri, rd), data_dir=data_dir,
               data_id=data_identity(data_dir) if data_dir else None)
-    ens = step_ensemble(run, checkpoints, {"budget_minutes": budget_minutes, "safety": safety})
+    ens = step_ensemble(run, checkpoints, {"budget_minutes": budget_minutes, "safety": safety,
+                                          "precision": precision})
     say(ens["table"])
-    pkg = step_package(run, ens)
+    pkg = step_package(run, ens, precision)
     say(f"zip: {pkg['zip']} ({pkg['n_members']} members, {pkg['bytes'] / 1e6:.2f} MB)")
     out = {"ensemble": ens, "package": pkg}
     if score:
@@ -254,15 +259,17 @@ def ensemble_flow(checkpoints: str, data_dir: str | None = None, run_dir: str | 
 
 
 @flow(name="package")
-def package_flow(spec_path: str, run_dir: str | None = None) -> dict:
+def package_flow(spec_path: str, run_dir: str | None = None, precision: str = "float32",
+                 data_dir: str | None = None) -> dict:
     from ..errors import UserError
     from .identity import file_digest
     if not os.path.isfile(spec_path):
         raise UserError(f"spec_path {spec_path}: no such ensemble spec file")
     rd = check_run_dir(run_dir)
     os.makedirs(rd, exist_ok=True)
-    run = Run(None, rd, "")
-    return step_package(run, {"spec_path": os.path.abspath(spec_path), "digest": file_digest(spec_path)})
+    check_precision_param(precision)
+    run = Run(None, rd, "", data_dir=check_data_dir(data_dir))
+    return step_package(run, {"spec_path": os.path.abspath(spec_path), "digest": file_digest(spec_path)}, precision)
 
 
 def score_line(s: dict) -> str:

@@ -29,6 +29,8 @@ OPTIONS = {   # CLI flag -> (flows parameter, type, help)
     "--folds": ("folds", int, "retrain each config and seed as a k-fold bagged member of K models"),
     "--budget-minutes": ("budget_minutes", float, "scoring-time budget of the ensemble (competition: 60)"),
     "--safety": ("safety", float, "safety factor on the measured cost of the ensemble"),
+    "--precision": ("precision", str, "weights in the zip: float32 (default), float16, int8 or int8-ort, behind "
+                                      "a score gate (lobsweep package --precision); costs measured per mode"),
     "--resources": ("resources", str, "per trial / retrain, e.g. cpu=1,gpu=0.5"),
     "--ray-address": ("ray_address", str, "join this Ray cluster (default: $RAY_ADDRESS or a local one)"),
     "--tracking-uri": ("tracking_uri", str, "MLflow tracking URI (default: sqlite in the run folder)"),

@@ -342,3 +342,22 @@ def test_editing_the_library_reruns_the_stages_it_computes(harness, data_dir, bu
     with open(methods, "a") as fh:
         fh.write("\n\ndef _edited_after_the_first_run():\n    return 1\n")
     assert run(1) == ["done"] * 3                                         # edited library: recomputed
+
+
+def test_precision_ships_a_compact_zip_behind_the_gate(harness, stand_ins, data_dir, tmp_path):
+    """``precision`` reaches the ensemble's costs and the packager: a float16 zip that the score
+    gate passed, scored step by step; a mode that does not exist is one line before anything runs."""
+    from lobsweep.errors import UserError
+    from lobsweep.flows.full_search import full_search
+    from lobsweep.submission.package import read_manifest, zip_precisions
+    run_dir = str(tmp_path / "runs")
+    out = full_search(data_dir=data_dir, run_dir=run_dir, families="gru", profile="smoke", precision="float16")
+    zip_path = out["package"]["zip"]
+    assert zip_precisions(zip_path) == {"float16"} and out["package"]["precision"] == "float16"
+    assert read_manifest(zip_path)["members"] and np.isfinite(out["score"]["weighted_pearson"])
+    spec = json.load(open(out["ensemble"]["spec_path"]))
+    assert spec["precision"] == "float16"                             # costs measured in the shipped mode
+    with pytest.raises(UserError, match="precision must be one of"):
+        full_search(data_dir=data_dir, run_dir=str(tmp_path / "bad"), families="gru", profile="smoke",
+                    precision="bf16")
+    assert not os.path.exists(str(tmp_path / "bad"))
