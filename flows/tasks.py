@@ -128,7 +128,7 @@ def feature_search(data_dir: str, data_id: dict, settings: dict, resources: dict
                    time_limit_s: float | None = None) -> dict:
     """Run the feature search; returns {"name", "path" (best_features.json), "spec", "seconds"}."""
     from ..tuning.feature_search import run_feature_search
-    name = "fs-" + digest(data_id, settings, resources, seed, time_budget_s)
+    name = "fs-" + digest(data_id, settings, resources, seed, time_budget_s, library_digest())
     settings = capped(settings, time_limit_s)
     path = os.path.join(run_dir, "feature_search", name, "best_features.json")
     t0 = time.perf_counter()
@@ -147,7 +147,7 @@ def hpo(data_dir: str, data_id: dict, families: list, features_spec: dict | None
         time_budget_s: float | None = None, time_limit_s: float | None = None) -> dict:
     """One sweep over ``families`` (one Tune experiment per family, a share of the time budget each)."""
     from ..tuning.sweep import run_sweep, sweep_dir
-    name = "hpo-" + digest(data_id, families, features_spec, settings, resources, seed, time_budget_s)
+    name = "hpo-" + digest(data_id, families, features_spec, settings, resources, seed, time_budget_s, library_digest())
     settings = capped(settings, time_limit_s)
     resume = os.path.exists(os.path.join(sweep_dir(run_dir, name), "sweep.json"))
     t0 = time.perf_counter()
@@ -168,7 +168,7 @@ def retrain(leaderboard: str, leaderboard_digest: str, data_dir: str, data_id: d
     from ..training.retrain import run_retrain
     from ..tuning.leaderboard import set_leaderboard_view
     from .identity import bundles_identity
-    name = "rt-" + digest(leaderboard_digest, data_id, settings, resources, time_budget_s)
+    name = "rt-" + digest(leaderboard_digest, data_id, settings, resources, time_budget_s, library_digest())
     t0 = time.perf_counter()
     out = run_retrain(leaderboard, data_dir=data_dir, resources=resources, ray_address=ray_address,
                       tracking_uri=tracking_uri, run_dir=run_dir, name=name, time_budget_s=time_limit_s, **settings)
