@@ -49,6 +49,14 @@ def split_roles(seq_ix_or_n, tune_frac: float = DEFAULT_TUNE_FRAC,
     return np.sort(order[:n_tune]), np.sort(order[n_tune:])
 
 
+def report_roles(seq_ix_or_n, split: dict) -> np.ndarray:
+    """The report-role sequences of a valid file under a spec's ``split`` (split_info): the
+    report half of the valid file, or all of it when the tune rows were carved from train."""
+    if split.get("tune_from") == "train":
+        return np.arange(seq_ix_or_n) if np.isscalar(seq_ix_or_n) else np.arange(len(seq_ix_or_n))
+    return split_roles(seq_ix_or_n, split["tune_frac"], split["seed"])[1]
+
+
 def split_info(tune_frac: float = DEFAULT_TUNE_FRAC, seed: int = DEFAULT_SPLIT_SEED,
                tune_from: str = "valid") -> dict:
     """What every spec records about the split."""

@@ -34,7 +34,7 @@ import torch
 
 from ..data.loader import data_paths, load
 from ..data.metric import score
-from ..data.splits import split_info, split_roles
+from ..data.splits import report_roles, split_info
 from ..errors import UserError
 from .engine_weights import PRECISIONS, round_trip
 
@@ -87,7 +87,7 @@ def gate_data(data_dir: str | None, bundles) -> GateData:
         raise UserError(f"{where}; the precision gate scores the report rows of a dataset (pass --data DIR)")
     valid = load(path)
     split = spec_data.get("split") or split_info()
-    _, report = split_roles(valid.seq_ix, split.get("tune_frac", 0.5), split.get("seed", 0))
+    report = report_roles(valid.seq_ix, split)
     return GateData(path=path, X=valid.X[report], Y=valid.Y[report], mask=valid.mask[report])
 
 

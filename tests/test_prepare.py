@@ -38,3 +38,15 @@ def test_subsampled_roles_equal_rows_of_the_full_transform(data_dir, tmp_path, t
         carved, _ = split_roles(train.seq_ix, 0.5, 0)
         np.testing.assert_allclose(prep.tune.X, full[carved], atol=1e-6)
         assert not set(fit_ids) & set(carved.tolist())
+
+
+@pytest.mark.parametrize("tune_from", ["valid", "train"])
+def test_report_roles_read_from_a_spec_split_are_the_report_rows_prepare_scored(data_dir, tune_from):
+    """The packager's precision gate finds the report sequences from a bundle's recorded split
+    (data.splits.report_roles); they must be the ones prepare reported on, either way of tuning."""
+    from lobsweep.data.splits import report_roles
+    prep = prepare(data_dir, SPEC, tune_from=tune_from)
+    valid = load(os.path.join(data_dir, "valid.parquet"))
+    expect = np.arange(valid.n_seq) if tune_from == "train" else split_roles(valid.seq_ix, 0.5, 0)[1]
+    np.testing.assert_array_equal(prep.report_idx, expect)
+    np.testing.assert_array_equal(report_roles(valid.seq_ix, prep.info["split"]), prep.report_idx)
