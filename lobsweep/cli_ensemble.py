@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .cli import _args, command
+from .submission.engine_weights import PRECISIONS
 
 
 def _retrain_args(p):
@@ -62,7 +63,7 @@ def _ensemble_args(p):
     p.add_argument("--data", default=None, help="DIR holding the valid file (default: from the bundles)")
     p.add_argument("--budget-minutes", type=float, default=60.0, help="time limit for 1500 test sequences")
     p.add_argument("--safety", type=float, default=2.0, help="the budget is divided by this margin")
-    p.add_argument("--precision", default="float32", choices=("float32", "float16", "int8", "int8-ort"),
+    p.add_argument("--precision", default="float32", choices=PRECISIONS,
                    help="weight storage of the zip to be packaged: members cost what the engine measures in it")
     p.add_argument("--methods", default="uniform,greedy,weighted")
     p.add_argument("--out", default=None, help="ensemble spec JSON to write")

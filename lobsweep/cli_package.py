@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .cli import _args, command
+from .submission.engine_weights import PRECISIONS
 
 
 def _package_args(p):
@@ -12,7 +13,7 @@ def _package_args(p):
                         "or a JSON list [[w_t0, w_t1], ...] in --members order; default: uniform")
     p.add_argument("--out", required=True, help="zip path to write")
     p.add_argument("--max-mb", type=float, default=20.0, help="size limit in MB (10^6 bytes)")
-    p.add_argument("--precision", default="float16", choices=("float32", "float16", "int8", "int8-ort"),
+    p.add_argument("--precision", default="float16", choices=PRECISIONS,
                    help="how weight matrices are stored in the zip (decoded to float32 once at load); a compact "
                         "mode must keep each member's and the ensemble's score on the report rows within 1e-4 "
                         "of float32 (default: float16); int8-ort also ships onnxruntime int8 step graphs of the "
