@@ -102,8 +102,9 @@ class FusedEngine:
         self.families = [members[idx[0]]["family"] for idx in keyed.values()]
         self.group_members = [list(idx) for idx in keyed.values()]     # member indices of each group
         self.ort_graphs = 0              # groups stepped by onnxruntime graphs (engine_ort_run.attach)
-        self.paths = [f"group {i} ({f} x{len(idx)}): numpy float32"       # what steps each group (engine_ort_run)
-                      for i, (f, idx) in enumerate(zip(self.families, self.group_members))]
+        self.labels = [f"group {i} ({f} x{len(idx)})" for i, (f, idx) in enumerate(zip(self.families,
+                                                                                     self.group_members))]
+        self.paths = [f"{label}: numpy float32" for label in self.labels]  # what steps each group (engine_ort_run)
         self.reset()
 
     def reset(self) -> None:

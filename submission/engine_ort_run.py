@@ -80,23 +80,22 @@ def attach(engine, graphs: dict) -> list[str]:
     session cannot be made (an older onnxruntime), a group stays on numpy (the line says why).
     """
     ort_ok = available()
-    lines, n = [], 0
+    lines, n = list(engine.paths), 0                 # groups without a graph keep their numpy line
     for i, (g, idx) in enumerate(zip(engine.groups, engine.group_members)):
         graph = graphs.get(tuple(idx))
-        what = f"group {i} ({engine.families[i]} x{len(idx)})"
         if graph is None:
-            lines.append(f"{what}: numpy float32")
             continue
         n += 1
+        what = engine.labels[i]
         if not ort_ok:
-            lines.append(f"{what}: numpy float32 over int8 weights (onnxruntime not importable)")
+            lines[i] = f"{what}: numpy float32 over int8 weights (onnxruntime not importable)"
             continue
         try:
             engine.groups[i] = ORTGroup(g, *graph)
-            lines.append(f"{what}: onnxruntime int8")
+            lines[i] = f"{what}: onnxruntime int8"
         except Exception as exc:     # noqa: BLE001 - any session failure leaves the numpy path, said in the line
-            lines.append(f"{what}: numpy float32 over int8 weights (onnxruntime session failed: "
-                         f"{str(exc).splitlines()[0][:160]})")
+            lines[i] = (f"{what}: numpy float32 over int8 weights (onnxruntime session failed: "
+                        f"{str(exc).splitlines()[0][:160]})")
     engine.paths, engine.ort_graphs = lines, n       # ort_graphs: groups that ship a graph
     return lines
 
