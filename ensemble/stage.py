@@ -152,7 +152,7 @@ def run_ensemble(*, checkpoints: str | None = None, from_mlflow: str | None = No
 def floor_members(checkpoints: str | None, members: list) -> list[int]:
     """Indices of the pool's floor members (retrain's ``floor.json``: the strongest default's
     seeds); none for a pool without one (bundles from elsewhere, or from MLflow)."""
-    from ..training.retrain import FLOOR_FILE
+    from ..training.member import FLOOR_FILE
     path = os.path.join(checkpoints, FLOOR_FILE) if checkpoints else None
     if not path or not os.path.isfile(path):
         return []

@@ -165,7 +165,7 @@ def retrain(leaderboard: str, leaderboard_digest: str, data_dir: str, data_id: d
             time_budget_s: float | None = None, time_limit_s: float | None = None) -> dict:
     """Multi-seed retraining of each family's top configs; the bundles land in one pool folder."""
     from .. import tracking as trk
-    from ..training.retrain import run_retrain
+    from ..tuning.retrain import run_retrain
     from ..tuning.leaderboard import set_leaderboard_view
     from .identity import bundles_identity
     name = "rt-" + digest(leaderboard_digest, data_id, settings, resources, time_budget_s, library_digest())

@@ -32,7 +32,7 @@ def cmd_retrain(args):
         raise UserError("--final and --fold-seed need --folds K")
     if args.folds is not None:
         return _bagged_retrain(args)
-    from .training.retrain import run_retrain
+    from .tuning.retrain import run_retrain
     s = run_retrain(args.sweep, top_k=args.top_k, seeds=args.seeds, data_dir=args.data, resources=args.resources,
                     ray_address=args.ray_address, tracking_uri=args.tracking_uri, name=args.name,
                     max_epochs=args.max_epochs)
@@ -42,7 +42,7 @@ def cmd_retrain(args):
 
 
 def _bagged_retrain(args):
-    from .training.bag_retrain import run_bagged_retrain
+    from .tuning.bag_retrain import run_bagged_retrain
     if args.resources or args.ray_address:
         print("note: a bagged retrain runs in this process; --resources/--ray-address are not used")
     s = run_bagged_retrain(args.sweep, folds=args.folds, final=args.final, fold_seed=args.fold_seed,
@@ -96,7 +96,7 @@ def cmd_ensemble(args):
                   p.add_argument("--no-event", action="store_true")))
 def cmd_import(args):
     import sys
-    from .training.imports import import_checkpoints
+    from .ensemble.imports import import_checkpoints
     s = import_checkpoints(args.dir, args.data, tracking_uri=args.tracking_uri, use_mlflow=not args.no_mlflow,
                            emit=not args.no_event)
     for a in s["accepted"]:

@@ -65,6 +65,7 @@ def cmd_train(args):
     tcfg = {**recipe["train"], **parse_kv(args.train_set, "--train-set")}
     if args.epochs is not None:
         tcfg["epochs"] = args.epochs
+    from .submission.cost import cost_metrics
     from .training.trainer import TrainConfig
     TrainConfig.from_dict(tcfg)            # bad options fail before loading data
     features = load_json_file(args.features, "features spec") if args.features else recipe["features"]
@@ -74,6 +75,7 @@ def cmd_train(args):
     b = train_member(args.data, args.family, args.out, hparams=hp, train_cfg=tcfg, features_spec=features,
                      seed=args.seed, progress=sys.stderr.isatty(), tracking=tracking,
                      extra_spec={"recipe": args.recipe} if args.recipe else None,
+                     measure=cost_metrics,
                      prepare_kwargs={"max_train_seqs": args.max_train_seqs, "tune_from": args.tune_from,
                                      "cache_dir": _cache_dir()})
     m = b.spec["metrics"]

@@ -21,7 +21,7 @@ The public record of the competition (leaderboard unless marked valid):
 - ``plain-gru``: the GRU exactly as ``lobsweep train --family gru`` trains it
   (every ``GRUConfig`` and ``TrainConfig`` default, z-normalised raw inputs):
   the plain model a budgeted search must beat, so it is that search's first,
-  never-pruned trial (its floor, see training/retrain.py).
+  never-pruned trial (its floor, see tuning/retrain.py).
 - ``default-<family>``: lob-sweep's starting point for each family: mid-sized,
   whole sequences, the combo loss (weighted MSE plus the Pearson term), a
   cosine schedule that fits any epoch budget, z-normalised raw inputs.

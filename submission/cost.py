@@ -130,6 +130,11 @@ def member_cost_ms(bundle_dir: str, steps: int = 3000, refresh: bool = False, pr
     return float(timing["ms_per_step"])
 
 
+def cost_metrics(bundle_dir: str) -> dict:
+    """The metrics a member's MLflow run carries about its cost: this member alone in the packaged engine."""
+    return {"ms_per_step": member_cost_ms(bundle_dir)}
+
+
 def ensemble_cost_ms(bundle_dirs: list[str], steps: int = 3000, weights=None, precision: str = "float32") -> float:
     """Measured ms per step of the fused engine running all of ``bundle_dirs`` together."""
     engine = engine_from_bundles(list(bundle_dirs), weights, precision=precision)

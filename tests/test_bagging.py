@@ -183,7 +183,7 @@ def test_synth_valid_shift_moves_valid_only(tmp_path):
 
 def test_retrain_with_folds_bags_the_leaderboard_configs(bags, tmp_path):
     """``run_retrain(..., folds=K)`` (what `lobsweep retrain --folds` and the flows call) makes one bag per job."""
-    from lobsweep.training.retrain import run_retrain
+    from lobsweep.tuning.retrain import run_retrain
     from lobsweep.tuning.leaderboard import build_leaderboard, write_leaderboard
     board = build_leaderboard([{"status": "completed", "bundle": bags["plain"], "trial_id": "t0", "family": "gru"}],
                               "sw", top_k=1)

@@ -15,7 +15,7 @@ import torch
 
 from lobsweep.errors import UserError
 from lobsweep.flows import profiles
-from lobsweep.training import retrain
+from lobsweep.tuning import retrain
 from lobsweep.training.trainer import TrainConfig, Trainer
 from lobsweep.tuning.leaderboard import build_leaderboard, format_leaderboard
 

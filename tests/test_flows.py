@@ -102,7 +102,7 @@ def stand_ins(bundles, monkeypatch):
     s = StandIns(bundles)
     monkeypatch.setattr("lobsweep.tuning.feature_search.run_feature_search", s.feature_search)
     monkeypatch.setattr("lobsweep.tuning.sweep.run_sweep", s.sweep)
-    monkeypatch.setattr("lobsweep.training.retrain.run_retrain", s.retrain)
+    monkeypatch.setattr("lobsweep.tuning.retrain.run_retrain", s.retrain)
     return s
 
 

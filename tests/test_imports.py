@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from lobsweep.data.synth import write_dataset
-from lobsweep.training.imports import import_checkpoints
+from lobsweep.ensemble.imports import import_checkpoints
 from lobsweep.training.member import train_member
 
 torch.set_num_threads(1)

@@ -14,7 +14,7 @@ import os
 import pytest
 
 from lobsweep.data.synth import write_dataset
-from lobsweep.training.retrain import run_retrain
+from lobsweep.tuning.retrain import run_retrain
 from lobsweep.tuning.leaderboard import FORMAT as BOARD_FORMAT
 
 TINY = {"hidden": 8, "layers": 1, "head": "linear", "input_proj": False}

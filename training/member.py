@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -20,6 +21,9 @@ from .prepare import Prepared, oracle_scores, prepare
 from .trainer import TrainConfig, TrainResult, fit, predict, set_seed
 
 log = logging.getLogger("lobsweep.training")
+
+# The floor a budgeted retrain writes into its pool (the best recipe's members): the ensemble reads it.
+FLOOR_FILE = "floor.json"
 
 
 def feature_set_name(features: dict | None) -> str:
@@ -69,11 +73,14 @@ def model_config_dict(model) -> dict:
 def train_member(data_dir: str, family: str, out_dir: str, *, hparams: dict | None = None,
                  train_cfg: dict | TrainConfig | None = None, features_spec: dict | None = None, seed: int = 0,
                  prep: Prepared | None = None, progress: bool = False, tracking: dict | None = None,
-                 prepare_kwargs: dict | None = None, extra_spec: dict | None = None) -> Bundle:
+                 prepare_kwargs: dict | None = None, extra_spec: dict | None = None,
+                 measure: Callable[[str], dict] | None = None) -> Bundle:
     """Train ``family`` on ``data_dir`` and write a bundle to ``out_dir``.
 
     ``tracking`` (``{"experiment": name, "uri": ..., "tags": {...}, "parent_run_id": ...}``)
     turns on MLflow logging of params, per-epoch metrics, the curve plot and the bundle.
+    ``measure(bundle_path)`` gives more metrics for that run, measured on the written bundle
+    (the layers above pass the packaged engine's cost, ``submission.cost.cost_metrics``).
     """
     cfg = train_cfg if isinstance(train_cfg, TrainConfig) else TrainConfig.from_dict(train_cfg)
     if prep is None:
@@ -92,17 +99,16 @@ def train_member(data_dir: str, family: str, out_dir: str, *, hparams: dict | No
     save_bundle(out_dir, model, spec, valid_pred, arrays)
     bundle = load_bundle(out_dir)
     if tracking:
-        log_member(bundle, tracking)
+        log_member(bundle, tracking, measure(bundle.path) if measure else None)
     return bundle
 
 
-def log_member(bundle: Bundle, tracking: dict) -> str:
-    """One MLflow run for a trained member: params, curves, metrics, plot, the bundle."""
+def log_member(bundle: Bundle, tracking: dict, metrics: dict | None = None) -> str:
+    """One MLflow run for a trained member: params, curves, metrics (and ``metrics``), plot, the bundle."""
     import mlflow
     from .. import tracking as trk
     exp_id = trk.ensure_experiment(tracking["experiment"], tracking.get("uri"))
     spec = bundle.spec
-    from ..submission.cost import member_cost_ms
     tags = {"family": spec["family"], "stage": tracking.get("stage", tracking["experiment"]),
             "seed": str(spec["seed"]), "feature_set": feature_set_name(spec["features"]),
             **(tracking.get("tags") or {})}
@@ -112,7 +118,7 @@ def log_member(bundle: Bundle, tracking: dict) -> str:
         mlflow.log_params(trk.flat_params({"config": spec["config"], "train": spec["train_config"]}))
         trk.log_history(spec["history"])
         mlflow.log_metrics({k: float(v) for k, v in spec["metrics"].items()})
-        mlflow.log_metric("ms_per_step", member_cost_ms(bundle.path))   # this member alone in the packaged engine
+        mlflow.log_metrics({k: float(v) for k, v in (metrics or {}).items()})
         trk.log_figure(trk.curve_figure(spec["history"], f"{spec['family']} seed {spec['seed']}"), "training_curve.png")
         mlflow.log_artifacts(bundle.path, artifact_path="bundle")
         return run.info.run_id

@@ -36,7 +36,7 @@ import numpy as np
 from ..data.loader import LobData, data_paths, load, load_role
 from ..data.splits import split_info
 from ..errors import UserError
-from .bundle import Bundle, BundleError, find_bundles, load_bundle, validate_bundle
+from ..training.bundle import Bundle, BundleError, find_bundles, load_bundle, validate_bundle
 
 EVENT = "lobsweep.checkpoints.imported"
 RESOURCE_ID = "lobsweep.checkpoints"
@@ -66,7 +66,7 @@ def check_split(b: Bundle, expected: dict) -> None:
 
 def check_predictions(b: Bundle, valid: LobData, n_seq: int = CHECK_SEQUENCES) -> float:
     """Recompute the bundle's predictions on ``n_seq`` evenly spaced valid sequences; max |diff| (or BundleError)."""
-    from .trainer import predict
+    from ..training.trainer import predict
     idx = np.unique(np.linspace(0, valid.n_seq - 1, min(n_seq, valid.n_seq)).round().astype(int))
     offsets = np.concatenate([[0], np.cumsum(valid.mask.sum(axis=1))])
     F = b.pipeline().transform(np.asarray(valid.X[idx]))
@@ -111,7 +111,7 @@ def import_checkpoints(src: str, data_dir: str, *, run_dir: str | None = None, t
             b = validate_bundle(path, valid.fingerprint, n_rows)
             check_split(b, expected_split)
             if "bag" in b.spec:                 # a bagged member: its folds must be this pool's
-                from .bagging import check_fold_assignment
+                from ..training.bagging import check_fold_assignment
                 train = train or _train_file(data_dir)
                 check_fold_assignment(path, train, valid)
             pred_diff = check_predictions(b, valid)
@@ -129,11 +129,11 @@ def import_checkpoints(src: str, data_dir: str, *, run_dir: str | None = None, t
         accepted.append({"bundle": dest, "source": os.path.abspath(path), "pred_max_abs_diff": pred_diff,
                          "ms_per_step": member_cost_ms(dest)})
     if use_mlflow and accepted:
-        from .member import log_member
+        from ..training.member import log_member
         for a in accepted:
             a["mlflow_run_id"] = log_member(load_bundle(a["bundle"]), {
                 "experiment": "retrain", "uri": tracking_uri, "stage": "imported",
-                "tags": {"source": a["source"], "imported": "true"}})
+                "tags": {"source": a["source"], "imported": "true"}}, {"ms_per_step": a["ms_per_step"]})
     event = None
     if emit and accepted:
         event = announce(pool_dir(run_dir), data_dir, [a["bundle"] for a in accepted])

@@ -22,7 +22,7 @@ import os
 import time
 
 from ..errors import UserError
-from .bagging import NO_HONEST_SCORE, train_bagged_member
+from ..training.bagging import NO_HONEST_SCORE, train_bagged_member
 from .retrain import write_summary
 
 
@@ -33,7 +33,7 @@ def run_bagged_retrain(sweep: str, *, folds: int, final: bool = False, fold_seed
     """Train one bagged member per (config, seed) job of the sweep's leaderboard. Returns the summary."""
     import torch
     from .. import tracking as trk
-    from ..tuning.sweep import load_leaderboard
+    from .sweep import load_leaderboard
     from .retrain import _data_dir_of, plan_jobs
 
     if folds < 2:
@@ -69,9 +69,11 @@ def run_bagged_retrain(sweep: str, *, folds: int, final: bool = False, fold_seed
                                     prepare_kwargs=prepare_kwargs,
                                     extra_spec={"parent_trial": job["parent_trial"], "sweep": board["sweep"]})
             if tracking:
-                from .member import log_member
+                from ..submission.cost import cost_metrics
+                from ..training.member import log_member
                 log_member(b, {**tracking, "run_name": job_name,
-                               "tags": {**tracking["tags"], "parent_config": job["parent_trial"]}})
+                               "tags": {**tracking["tags"], "parent_config": job["parent_trial"]}},
+                           cost_metrics(b.path))
             r = {"ok": True, "name": job_name, "bundle": b.path, "metrics": b.spec["metrics"]}
         except UserError:
             raise                              # bad input (folds, data): the same for every job

@@ -36,7 +36,8 @@ from ..data.metric import score
 from ..data.splits import row_roles, split_roles
 from ..errors import UserError
 from ..progress import Stage, say
-from .bundle import load_bundle
+from ..training.bundle import load_bundle
+from ..training.member import FLOOR_FILE
 
 log = logging.getLogger("lobsweep.retrain")
 SEED_BASE = 10_000          # retrain seeds never coincide with sweep trial seeds
@@ -48,7 +49,6 @@ def feature_spec_of(features: dict | None) -> dict:
     return features.get("spec", features) if "format" in features else features
 
 
-FLOOR_FILE = "floor.json"
 
 
 def retrain_entries(board: dict, top_k: int, adopt: bool = False) -> list[tuple[int, dict]]:
@@ -91,7 +91,8 @@ def plan_jobs(board: dict, top_k: int, seeds: int, max_epochs: int | None = None
 def _run_job(job: dict, data_dir: str, out_root: str, prepare_kwargs: dict, tracking: dict | None) -> dict:
     """Train one member; never raises (a failure becomes a record)."""
     import torch
-    from .member import train_member
+    from ..submission.cost import cost_metrics
+    from ..training.member import train_member
     try:
         torch.set_num_threads(max(1, int(job.get("threads", 1))))
         b = train_member(data_dir, job["family"], os.path.join(out_root, job["name"]),
@@ -101,7 +102,7 @@ def _run_job(job: dict, data_dir: str, out_root: str, prepare_kwargs: dict, trac
                                                 "tags": {**tracking.get("tags", {}),
                                                          "parent_config": job["parent_trial"]}},
                          extra_spec={"parent_trial": job["parent_trial"], "sweep": tracking and
-                                     tracking.get("tags", {}).get("sweep")})
+                                     tracking.get("tags", {}).get("sweep")}, measure=cost_metrics)
         return {"ok": True, "name": job["name"], "bundle": b.path, "metrics": b.spec["metrics"], **_key(job)}
     except Exception as exc:             # reported and skipped; the other retrains go on
         return {"ok": False, "name": job["name"], "error": f"{type(exc).__name__}: {exc}", **_key(job)}
@@ -200,15 +201,15 @@ def run_retrain(sweep: str, *, top_k: int = 2, seeds: int = 2, data_dir: str | N
     ``adopt`` the best trials join as they are (``adopt_trials``) and, under a time budget, only
     the seed jobs that fit it at about their parent's training time run (``fit_jobs_to_time``).
     """
-    if folds is not None or final:      # k-fold bagged members: training/bag_retrain.py
+    if folds is not None or final:      # k-fold bagged members: tuning/bag_retrain.py
         from .bag_retrain import run_bagged_retrain
         return run_bagged_retrain(sweep, folds=folds or 0, final=final, top_k=top_k, seeds=seeds, data_dir=data_dir,
                                   tracking_uri=tracking_uri, run_dir=run_dir, name=name, max_epochs=max_epochs,
                                   use_mlflow=use_mlflow)
     from .. import tracking as trk
-    from ..tuning.ray_setup import parse_resources, ray_session
-    from ..tuning.sweep import load_leaderboard
-    from .prepare import prepare
+    from ..training.prepare import prepare
+    from .ray_setup import parse_resources, ray_session
+    from .sweep import load_leaderboard
 
     res = parse_resources(resources)
     board = load_leaderboard(sweep, run_dir=run_dir)
@@ -249,7 +250,7 @@ def run_retrain(sweep: str, *, top_k: int = 2, seeds: int = 2, data_dir: str | N
         stage.score(r["metrics"].get("tune_mean"))
     if todo:
         with ray_session(ray_address, num_cpus=None, log_dir=root) as ray:
-            from ..tuning.ray_setup import default_concurrency
+            from .ray_setup import default_concurrency
             if adopt and time_budget_s:      # only the seeds that fit (the cluster is known now)
                 todo = fit_jobs_to_time(todo, time_budget_s, default_concurrency(res))
                 stage.total = len(todo) + len(results)
