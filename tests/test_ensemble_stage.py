@@ -172,6 +172,8 @@ def test_import_checkpoints_accepts_good_rejects_bad(pool, tmp_path, cli):
     client = MlflowClient(f"sqlite:///{run_dir / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("retrain").experiment_id])
     assert [r.data.tags.get("stage") for r in runs] == ["imported"]
+    measured = json.load(open(imported / "good" / "latency.json"))["ms_per_step"]
+    assert runs[0].data.metrics["ms_per_step"] == pytest.approx(measured)     # its cost, measured here
     # the ensemble reruns from the pool alone and includes the imported member
     s = run_ensemble(checkpoints=str(run_dir / "checkpoints"), run_dir=str(run_dir), n_boot=10, use_mlflow=False,
                      data_dir=pool["data"])
