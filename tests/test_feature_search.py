@@ -141,7 +141,7 @@ def test_bad_settings_fail_before_anything_is_written(synth_dir, tmp_path, kwarg
 
 
 def _cli(*args, cwd):
-    code = "import sys, lobsweep.cli_features; from lobsweep.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from lobsweep.cli import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.run([sys.executable, "-c", code, "feature-search", *args], capture_output=True, text=True,
                           cwd=cwd, timeout=120)
 

@@ -1,9 +1,13 @@
-"""`lobsweep package`: checkpoint bundles (+ ensemble weights) -> submission zip."""
+"""CLI commands of the packaging stage: ``lobsweep package``, ``score`` and ``baseline``."""
 
 from __future__ import annotations
 
-from .cli import _args, command
-from .submission.engine_weights import PRECISIONS
+import json
+import os
+import sys
+
+from ..submission.engine_weights import PRECISIONS
+from .core import arguments, command
 
 
 def _package_args(p):
@@ -33,8 +37,8 @@ def resolve_members(members_arg: str | None, weights_arg: str | None):
     """(member paths, weights or None, post_scale) from the command line; one-line UserError on a mismatch."""
     import os
 
-    from .errors import UserError, read_json
-    from .submission.package import SPEC_FORMAT, read_ensemble_spec
+    from ..errors import UserError, read_json
+    from ..submission.package import SPEC_FORMAT, read_ensemble_spec
 
     given = [m.strip() for m in (members_arg or "").split(",") if m.strip()]
     if weights_arg is None:
@@ -93,12 +97,12 @@ def _member_lines(info: dict) -> list[str]:
 
 
 @command("package", "package bundles into a submission zip (fused numpy engine, parity-checked)")
-@_args(_package_args)
+@arguments(_package_args)
 def cmd_package(args):
     import os
 
-    from .errors import UserError
-    from .submission.package import package, parity_check
+    from ..errors import UserError
+    from ..submission.package import package, parity_check
 
     members, weights, post_scale = resolve_members(args.members, args.weights)
     info = package(members, args.out, weights=weights, post_scale=post_scale, max_bytes=int(args.max_mb * 1e6),
@@ -129,3 +133,43 @@ def cmd_package(args):
                     if res["mode"] == "prediction" else
                     f"its score differs from the float32 offline score by {res['score_delta']:+.2g}")
             raise UserError(f"{info['path']}: {what} (> 1e-4)")
+
+
+@command("score", "score a submission zip step by step, exactly as the competition does")
+@arguments(lambda p: (p.add_argument("zip"), p.add_argument("--data", required=True,
+                  help="a valid-style parquet file, or a DIR holding valid.parquet"),
+                  p.add_argument("--json", action="store_true"),
+                  p.add_argument("--max-rows", type=int, default=None)))
+def cmd_score(args):
+    from ..submission.scorer import score_zip
+    data = args.data
+    if os.path.isdir(data):
+        data = os.path.join(data, "valid.parquet")
+    res = score_zip(args.zip, data, progress=not args.json and sys.stderr.isatty(), max_rows=args.max_rows)
+    pred = res.pop("predictions", None)
+    from ..submission.package import zip_reference_predictions
+    reference = zip_reference_predictions(args.zip)      # None for zips whose bundles are not here
+    if reference is not None and pred is not None and reference.shape[0] >= pred.shape[0]:
+        res["parity_max_abs_diff"] = float(abs(pred - reference[:pred.shape[0]]).max())
+    if args.json:
+        print(json.dumps(res, default=float))
+        return
+    line = (f"weighted_pearson={res['weighted_pearson']:.4f} (t0={res['t0']:.4f}, t1={res['t1']:.4f}) "
+            f"rows={res['rows']} {res['ms_per_row']:.3f} ms/row, "
+            f"projected {res['projected_minutes_1500_seq']:.1f} min for 1500 sequences")
+    if "oracle_fraction" in res:
+        line += f", {100 * res['oracle_fraction']:.1f}% of oracle"
+    if "parity_max_abs_diff" in res:
+        line += f", streamed vs offline max |diff| {res['parity_max_abs_diff']:.1e}"
+    print(line)
+
+
+@command("baseline", "fit the trivial EMA-imbalance baseline and write its submission zip")
+@arguments(lambda p: (p.add_argument("--data", required=True, help="DIR holding train.parquet"),
+                  p.add_argument("--out", required=True, help="zip path to write")))
+def cmd_baseline(args):
+    from ..submission.baseline import fit_baseline, write_baseline_zip
+    from ..data.loader import data_paths
+    params = fit_baseline(data_paths(args.data)["train"])
+    write_baseline_zip(params, args.out)
+    print(f"wrote {args.out}")

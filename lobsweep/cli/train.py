@@ -1,14 +1,14 @@
-"""CLI commands of the modelling stages (models, training, search, ensemble, packaging)."""
+"""CLI commands of the training stage: ``lobsweep models``, ``lobsweep train`` and ``lobsweep predict``."""
 
 from __future__ import annotations
 
-from .cli import _args, command
+from .core import arguments, command, load_json_file, parse_kv
 
 
 @command("models", "list the registered model families and their default parameter counts")
-@_args(lambda p: None)
+@arguments(lambda p: None)
 def cmd_models(args):
-    from .models import describe_models
+    from ..models import describe_models
     print(f"{'family':<16}{'params (default config)':>24}")
     for name, n in describe_models():
         print(f"{name:<16}{n:>24,}")
@@ -33,27 +33,16 @@ def _train_args(p):
     p.add_argument("--no-mlflow", action="store_true")
 
 
-def load_json_file(path: str | None, what: str):
-    import os
-    from .errors import UserError, read_json
-    if not path:
-        return None
-    if not os.path.exists(path):
-        raise UserError(f"{what} file not found: {path}")
-    return read_json(path)
-
-
 @command("train", "train one model and write its checkpoint bundle")
-@_args(_train_args)
+@arguments(_train_args)
 def cmd_train(args):
     import sys
-    from .cli import parse_kv
-    from .training.member import train_member
-    from .models import get_config_class
-    from .errors import UserError
+    from ..training.member import train_member
+    from ..models import get_config_class
+    from ..errors import UserError
     recipe = {"model": {}, "train": {}, "features": None}
     if args.recipe:
-        from .search_spaces.recipes import get_recipe
+        from ..search_spaces.recipes import get_recipe
         recipe = get_recipe(args.recipe)   # unknown name -> one line naming the known ones
         if args.family and args.family != recipe["family"]:
             raise UserError(f"recipe {args.recipe} is a {recipe['family']} recipe, not {args.family}")
@@ -65,8 +54,8 @@ def cmd_train(args):
     tcfg = {**recipe["train"], **parse_kv(args.train_set, "--train-set")}
     if args.epochs is not None:
         tcfg["epochs"] = args.epochs
-    from .submission.cost import cost_metrics
-    from .training.trainer import TrainConfig
+    from ..submission.cost import cost_metrics
+    from ..training.trainer import TrainConfig
     TrainConfig.from_dict(tcfg)            # bad options fail before loading data
     features = load_json_file(args.features, "features spec") if args.features else recipe["features"]
     if features is not None and "spec" in features and isinstance(features["spec"], dict):
@@ -88,19 +77,19 @@ def cmd_train(args):
 
 def _cache_dir():
     import os
-    from .tracking import run_dir
+    from ..tracking import run_dir
     d = os.path.join(run_dir(), "cache")
     os.makedirs(d, exist_ok=True)
     return d
 
 
 @command("predict", "reproduce a bundle's predictions on a data file from the bundle alone")
-@_args(lambda p: (p.add_argument("bundle"), p.add_argument("--data", required=True),
+@arguments(lambda p: (p.add_argument("bundle"), p.add_argument("--data", required=True),
                   p.add_argument("--out", default=None, help="write predictions [rows, 2] to this .npy")))
 def cmd_predict(args):
     import os
     import numpy as np
-    from .training.member import predict_bundle, score_bundle_on
+    from ..training.member import predict_bundle
     data = os.path.join(args.data, "valid.parquet") if os.path.isdir(args.data) else args.data
     pred = predict_bundle(args.bundle, data)
     if args.out:
@@ -114,4 +103,3 @@ def cmd_predict(args):
         if stored.shape == pred.shape:
             same = f", max |diff| vs valid_pred.npy = {float(np.abs(stored - pred).max()):.3g}"
     print(f"{pred.shape[0]} rows predicted{same}")
-

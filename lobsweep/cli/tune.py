@@ -1,4 +1,5 @@
-"""CLI commands of the search stage: ``lobsweep sweep``, ``lobsweep recipes`` and ``lobsweep leaderboard``.
+"""CLI commands of the search stage: ``lobsweep sweep``, ``recipes``, ``leaderboard``,
+``feature-search`` and ``retrain``.
 
 Every argument is checked (families, resources, budgets, data folder,
 features file) before Ray starts, so a mistake costs one line, not a cluster
@@ -7,7 +8,7 @@ start-up.
 
 from __future__ import annotations
 
-from .cli import _args, command
+from .core import arguments, command, load_json_file
 
 
 def _sweep_args(p):
@@ -44,25 +45,24 @@ def _sweep_args(p):
 
 
 def _features(path):
-    from .cli_stages import load_json_file
     spec = load_json_file(path, "features spec")
     if isinstance(spec, dict) and isinstance(spec.get("spec"), dict):
         spec = spec["spec"]
     if spec is not None:
-        from .features import FeaturePipeline
+        from ..features import FeaturePipeline
         FeaturePipeline.from_spec(spec)              # a bad spec fails here, in one line
     return spec
 
 
 @command("sweep", "hyperparameter search: Ray Tune ASHA + Optuna TPE over model families, into a leaderboard")
-@_args(_sweep_args)
+@arguments(_sweep_args)
 def cmd_sweep(args):
     import contextlib
     import json
     import sys
-    from .errors import UserError
-    from .tuning.ray_setup import parse_resources
-    from .tuning.sweep import run_sweep
+    from ..errors import UserError
+    from ..tuning.ray_setup import parse_resources
+    from ..tuning.sweep import run_sweep
     resources = parse_resources(args.resources)
     verbose = 1 if sys.stderr.isatty() else 0
     if args.set_space and not args.extend:
@@ -100,12 +100,12 @@ def cmd_sweep(args):
 
 
 @command("recipes", "list the named recipes (complete model + training + feature configs) a sweep tries first")
-@_args(lambda p: (p.add_argument("--family", default=None, help="only this family's recipes"),
+@arguments(lambda p: (p.add_argument("--family", default=None, help="only this family's recipes"),
                   p.add_argument("--json", action="store_true", help="every recipe in full, as JSON")))
 def cmd_recipes(args):
     import json
-    from .models import get_config_class
-    from .search_spaces.recipes import get_recipe, list_recipes
+    from ..models import get_config_class
+    from ..search_spaces.recipes import get_recipe, list_recipes
     if args.family:
         get_config_class(args.family)                    # unknown family -> one line
     names = list_recipes(args.family)
@@ -120,7 +120,7 @@ def cmd_recipes(args):
 
 
 @command("leaderboard", "print a stage's leaderboard from MLflow (best tune score first, report beside it), or a sweep's top-K")
-@_args(lambda p: (p.add_argument("sweep", nargs="?", default=None,
+@arguments(lambda p: (p.add_argument("sweep", nargs="?", default=None,
                                  help="a sweep name, folder or leaderboard.json (omit to read MLflow by --stage)"),
                   p.add_argument("--stage", default="hpo", choices=("feature-search", "hpo", "retrain", "ensemble",
                                                                      "submission")),
@@ -130,16 +130,94 @@ def cmd_recipes(args):
                   p.add_argument("--json", action="store_true")))
 def cmd_leaderboard(args):
     import json
-    from .errors import UserError
+    from ..errors import UserError
     if args.top < 1:
         raise UserError(f"--top must be >= 1, got {args.top}")
     if args.sweep:
-        from .tuning.leaderboard import format_leaderboard
-        from .tuning.sweep import load_leaderboard
+        from ..tuning.leaderboard import format_leaderboard
+        from ..tuning.sweep import load_leaderboard
         board = load_leaderboard(args.sweep, args.run_dir)
         print(json.dumps(board, indent=1, default=str) if args.json else format_leaderboard(board))
         return
-    from .tracking import format_rows, stage_leaderboard
+    from ..tracking import format_rows, stage_leaderboard
     rows = stage_leaderboard(args.stage, args.top, args.tracking_uri, args.run_dir)
     print(json.dumps(rows, indent=1, default=str) if args.json else
           f"{args.stage} leaderboard, best tune score first (report shown, never used to rank)\n" + format_rows(rows))
+
+
+def _feature_search_args(p):
+    p.add_argument("--data", required=True, help="DIR holding train.parquet and valid.parquet")
+    p.add_argument("--budget", default=None, metavar="KEY=VALUE,...",
+                   help="samples=8,epochs=3,seqs=64,crop=256,time=10m (any subset; a bare number = samples)")
+    p.add_argument("--name", default=None, help="search name (default: fs-<timestamp>)")
+    p.add_argument("--run-dir", default=None, help="run folder (default: $LOBSWEEP_RUN_DIR or ./runs)")
+    p.add_argument("--resources", default=None, help="per candidate, e.g. cpu=1 or cpu=1,gpu=0.25")
+    p.add_argument("--ray-address", default=None, help="join this Ray cluster (default: $RAY_ADDRESS or local)")
+    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--seed", type=int, default=0)
+
+
+@command("feature-search", "search feature pipelines with a small-GRU proxy and write the winning spec")
+@arguments(_feature_search_args)
+def cmd_feature_search(args):
+    from ..tuning.feature_search import parse_budget, run_feature_search
+    from ..tuning.ray_setup import parse_resources
+    budget = parse_budget(args.budget)
+    parse_resources(args.resources)          # a bad value fails before any work
+    res = run_feature_search(args.data, name=args.name, resources=args.resources, ray_address=args.ray_address,
+                             tracking_uri=args.tracking_uri, run_dir=args.run_dir, seed=args.seed, **budget)
+    gain = res["proxy_tune_mean"] - res["raw_proxy_tune_mean"]
+    print(f"winner {res['groups']} ({res['n_features']} features): proxy tune {res['proxy_tune_mean']:.4f} "
+          f"vs raw features {res['raw_proxy_tune_mean']:.4f} ({gain:+.4f}); "
+          f"{res['n_completed']}/{res['n_candidates']} candidates completed")
+    print(f"spec: {res['best_features']}")
+
+
+def _retrain_args(p):
+    p.add_argument("--from", dest="sweep", required=True, help="sweep name, sweep folder or leaderboard.json")
+    p.add_argument("--top-k", type=int, default=2)
+    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--data", default=None, help="DIR (default: the data the sweep used)")
+    p.add_argument("--resources", default=None, help="per retrain, e.g. cpu=1,gpu=0.5")
+    p.add_argument("--ray-address", default=None)
+    p.add_argument("--max-epochs", type=int, default=None)
+    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--name", default=None)
+    p.add_argument("--folds", type=int, default=None,
+                   help="K: train each config and seed as a k-fold bagged member over train + the tune role")
+    p.add_argument("--fold-seed", type=int, default=0, help="seed of the fold assignment (with --folds)")
+    p.add_argument("--final", action="store_true",
+                   help="with --folds: put the report split in the pool too (no honest score afterwards)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of a bagged retrain")
+
+
+@command("retrain", "retrain the sweep's top-K configs per family with several seeds (Ray), or as k-fold bags")
+@arguments(_retrain_args)
+def cmd_retrain(args):
+    from ..errors import UserError
+    if args.folds is None and (args.final or args.fold_seed):
+        raise UserError("--final and --fold-seed need --folds K")
+    if args.folds is not None:
+        return _bagged_retrain(args)
+    from ..tuning.retrain import run_retrain
+    s = run_retrain(args.sweep, top_k=args.top_k, seeds=args.seeds, data_dir=args.data, resources=args.resources,
+                    ray_address=args.ray_address, tracking_uri=args.tracking_uri, name=args.name,
+                    max_epochs=args.max_epochs)
+    print(f"{len(s['bundles'])} bundles in {s['bundles_dir']}; {len(s['failed'])} failed; summary {s['path']}")
+    for f in s["failed"]:
+        print(f"  failed {f['name']}: {f['error'][:200]}")
+
+
+def _bagged_retrain(args):
+    from ..tuning.bag_retrain import run_bagged_retrain
+    if args.resources or args.ray_address:
+        print("note: a bagged retrain runs in this process; --resources/--ray-address are not used")
+    s = run_bagged_retrain(args.sweep, folds=args.folds, final=args.final, fold_seed=args.fold_seed,
+                           top_k=args.top_k, seeds=args.seeds, data_dir=args.data, tracking_uri=args.tracking_uri,
+                           name=args.name, max_epochs=args.max_epochs, threads=args.threads)
+    print(f"{len(s['bundles'])} bagged members (K={args.folds}) in {s['bundles_dir']}; {len(s['failed'])} failed; "
+          f"summary {s['path']}")
+    if args.final:
+        print(s["note"])
+    for f in s["failed"]:
+        print(f"  failed {f['name']}: {f['error'][:200]}")

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 
-from .cli import _args, command
+from .core import arguments, command
+
 
 OPTIONS = {   # CLI flag -> (flows parameter, type, help)
     "--time-budget": ("time_budget", str, "one wall-clock budget for the whole run (300, 90s, 5m, 2h), shared out "
@@ -69,21 +70,21 @@ def prefect_environment(run_dir: str, verbose: bool) -> None:
 
 
 @command("full-search", "the whole loop as a Prefect flow: features, HPO, retrain, ensemble, zip, score")
-@_args(_full_search_args)
+@arguments(_full_search_args)
 def cmd_full_search(args):
     import time
     t0 = time.perf_counter()
-    from .flows.profiles import resolve
+    from ..flows.profiles import resolve
     kw = flow_kwargs(args)
     settings = resolve(**kw)                      # every check, before Prefect or any work
     prefect_environment(settings.run_dir, args.verbose)
-    from .progress import quiet_libraries, say
+    from ..progress import quiet_libraries, say
     log_path = os.path.join(settings.run_dir, "logs", time.strftime("full-search-%Y%m%d-%H%M%S.log"))
     if not args.verbose:
         say(f"full-search: Ray's, Optuna's and Prefect's own output goes to {log_path} (-v shows it live)")
     try:
         with quiet_libraries(log_path, args.verbose):
-            from .flows.full_search import full_search
+            from ..flows.full_search import full_search
             out = full_search(**kw)
     except BaseException:
         if not args.verbose:
