@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 
-from . import check_dim
+from .dims import check_dim
 
 ENCODED = "json:"
 _PRIMITIVE = (type(None), bool, int, float, str)

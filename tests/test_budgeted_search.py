@@ -15,7 +15,7 @@ import torch
 
 from lobsweep.errors import UserError
 from lobsweep.flows import profiles
-from lobsweep.tuning import retrain
+from lobsweep.tuning import retrain, retrain_plan
 from lobsweep.training.trainer import TrainConfig, Trainer
 from lobsweep.tuning.leaderboard import build_leaderboard, format_leaderboard
 
@@ -62,18 +62,18 @@ def test_leaderboard_keeps_budget_cut_trials_counts_them_and_names_the_floor(boa
 
 
 def test_retrain_entries_always_include_the_floor(board):
-    per_family = retrain.retrain_entries(board, top_k=1)
+    per_family = retrain_plan.retrain_entries(board, top_k=1)
     assert [e["trial_id"] for _, e in per_family] == ["b", "e", "a"]
-    adopt = retrain.retrain_entries(board, top_k=1, adopt=True)             # the best overall, plus the floor
+    adopt = retrain_plan.retrain_entries(board, top_k=1, adopt=True)             # the best overall, plus the floor
     assert [e["trial_id"] for _, e in adopt] == ["b", "a"]
-    jobs = retrain.plan_jobs(board, top_k=1, seeds=2, adopt=True)
+    jobs = retrain_plan.plan_jobs(board, top_k=1, seeds=2, adopt=True)
     assert [(j["parent_trial"], j["floor"]) for j in jobs] == [("b", False), ("b", False), ("a", True), ("a", True)]
     assert all(j["train_config"]["time_limit_s"] == 0.0 for j in jobs)   # a trial's deadline is not a member's
     assert len({j["seed"] for j in jobs}) == 4
 
 
 def test_seed_jobs_fit_the_time_left_floor_first(board):
-    jobs = retrain.plan_jobs(board, top_k=1, seeds=2, adopt=True)          # parents trained 60 s each
+    jobs = retrain_plan.plan_jobs(board, top_k=1, seeds=2, adopt=True)          # parents trained 60 s each
     one_wave = retrain.fit_jobs_to_time(jobs, time_budget_s=70, slots=2)
     assert [(j["parent_trial"], j["seed"] % 100) for j in one_wave] == [("a", 0), ("b", 0)]
     assert len(retrain.fit_jobs_to_time(jobs, time_budget_s=10, slots=1)) == 1       # at least one wave

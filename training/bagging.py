@@ -150,20 +150,6 @@ def _bag_metrics(prep, pool, oof, valid_avg, final, n_params, seconds) -> dict:
     return m
 
 
-def split_sets(state_dict: dict, k: int) -> list[dict]:
-    """A bagged member's ``fold<j>.``-prefixed state_dict -> K plain state_dicts."""
-    out = [{} for _ in range(k)]
-    for name, v in state_dict.items():
-        head, _, rest = name.partition(".")
-        j = int(head[4:]) if head.startswith("fold") and head[4:].isdigit() else -1
-        if not 0 <= j < k or not rest:
-            raise BundleError(f"weights.pt: key '{name}' is not fold0..fold{k - 1}.<parameter>")
-        out[j][rest] = v
-    if any(not sd for sd in out):
-        raise BundleError(f"weights.pt: a bagged member of K={k} lacks fold {[j for j in range(k) if not out[j]][0]}")
-    return out
-
-
 def load_folds(path: str) -> np.ndarray:
     """``folds.npy`` of a bagged member, checked against its spec's digest."""
     from .bundle import read_spec

@@ -61,7 +61,6 @@ class Bundle:
         """One state_dict per model: ``[state_dict()]``, or a bagged member's K fold sets."""
         if "bag" not in self.spec:
             return [self.state_dict()]
-        from .bagging import split_sets
         return split_sets(self.state_dict(), self.n_models)
 
     def build_model(self, fold: int = 0):
@@ -203,3 +202,17 @@ def find_bundles(root: str) -> list[str]:
             found.append(dirpath)
             dirnames[:] = []
     return found
+
+
+def split_sets(state_dict: dict, k: int) -> list[dict]:
+    """A bagged member's ``fold<j>.``-prefixed state_dict -> K plain state_dicts."""
+    out = [{} for _ in range(k)]
+    for name, v in state_dict.items():
+        head, _, rest = name.partition(".")
+        j = int(head[4:]) if head.startswith("fold") and head[4:].isdigit() else -1
+        if not 0 <= j < k or not rest:
+            raise BundleError(f"weights.pt: key '{name}' is not fold0..fold{k - 1}.<parameter>")
+        out[j][rest] = v
+    if any(not sd for sd in out):
+        raise BundleError(f"weights.pt: a bagged member of K={k} lacks fold {[j for j in range(k) if not out[j]][0]}")
+    return out

@@ -1,6 +1,6 @@
 """``lobsweep retrain --from SWEEP --folds K``: the sweep's winners as k-fold bagged members.
 
-The same jobs as the multi-seed retrain (``retrain.plan_jobs``: top-K configs
+The same jobs as the multi-seed retrain (``retrain_plan.plan_jobs``: top-K configs
 per family, S seeds each), but each job trains one bagged member of K fold
 models (``bagging.py``). All bags of one run share one fold assignment (one
 fold seed), so the ensemble stage can select on their out-of-fold rows.
@@ -23,7 +23,7 @@ import time
 
 from ..errors import UserError
 from ..training.bagging import NO_HONEST_SCORE, train_bagged_member
-from .retrain import write_summary
+from .retrain_plan import data_dir_of, plan_jobs, write_summary
 
 
 def run_bagged_retrain(sweep: str, *, folds: int, final: bool = False, fold_seed: int = 0, top_k: int = 2,
@@ -34,13 +34,12 @@ def run_bagged_retrain(sweep: str, *, folds: int, final: bool = False, fold_seed
     import torch
     from .. import tracking as trk
     from .sweep import load_leaderboard
-    from .retrain import _data_dir_of, plan_jobs
 
     if folds < 2:
         raise UserError(f"--folds must be >= 2, got {folds}")
     board = load_leaderboard(sweep, run_dir=run_dir)
     jobs = plan_jobs(board, top_k, seeds, max_epochs)
-    data_dir = data_dir or _data_dir_of(board)
+    data_dir = data_dir or data_dir_of(board)
     name = name or f"{board['sweep']}-bag{folds}{'-final' if final else ''}"
     root = os.path.join(trk.run_dir(run_dir), "retrain", name)
     out_root = os.path.join(trk.run_dir(run_dir), "checkpoints", name)
