@@ -220,7 +220,7 @@ def retrain_flow(leaderboard: str, data_dir: str | None = None, profile: str = "
                  top_k: int | None = None, seeds: int | None = None, retrain_epochs: int | None = None,
                  resources: str | None = None, ray_address: str | None = None,
                  tracking_uri: str | None = None) -> dict:
-    from ..tuning.sweep import load_leaderboard, sweep_dir
+    from ..tuning.leaderboard import load_leaderboard, sweep_dir
     from .identity import file_digest
     s = resolve(profile, data_dir=data_dir, run_dir=run_dir, resources=resources, ray_address=ray_address,
                 tracking_uri=tracking_uri, top_k=top_k, seeds=seeds, retrain_epochs=retrain_epochs)

@@ -146,7 +146,8 @@ def hpo(data_dir: str, data_id: dict, families: list, features_spec: dict | None
         seed: int, run_dir: str, tracking_uri: str, ray_address: str | None = None,
         time_budget_s: float | None = None, time_limit_s: float | None = None) -> dict:
     """One sweep over ``families`` (one Tune experiment per family, a share of the time budget each)."""
-    from ..tuning.sweep import run_sweep, sweep_dir
+    from ..tuning.leaderboard import sweep_dir
+    from ..tuning.sweep import run_sweep
     name = "hpo-" + digest(data_id, families, features_spec, settings, resources, seed, time_budget_s, library_digest())
     settings = capped(settings, time_limit_s)
     resume = os.path.exists(os.path.join(sweep_dir(run_dir, name), "sweep.json"))

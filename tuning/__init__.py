@@ -7,6 +7,7 @@
 Importing this package does not import Ray, torch or MLflow.
 """
 
-from .sweep import load_leaderboard, run_sweep
+from .leaderboard import load_leaderboard
+from .sweep import run_sweep
 
 __all__ = ["load_leaderboard", "run_sweep"]

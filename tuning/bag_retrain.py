@@ -33,7 +33,7 @@ def run_bagged_retrain(sweep: str, *, folds: int, final: bool = False, fold_seed
     """Train one bagged member per (config, seed) job of the sweep's leaderboard. Returns the summary."""
     import torch
     from .. import tracking as trk
-    from .sweep import load_leaderboard
+    from .leaderboard import load_leaderboard
 
     if folds < 2:
         raise UserError(f"--folds must be >= 2, got {folds}")

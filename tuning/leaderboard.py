@@ -85,9 +85,18 @@ def write_leaderboard(path: str, board: dict) -> str:
     return path
 
 
-def load_leaderboard(path_or_sweep_dir: str) -> dict:
-    """A leaderboard from its file or its sweep folder (UserError when absent or malformed)."""
+def sweep_dir(run_dir: str | None, name: str) -> str:
+    """The folder of sweep ``name``: ``<run_dir>/sweeps/<name>``."""
+    from ..tracking import run_dir as _run_dir
+    return os.path.join(_run_dir(run_dir), "sweeps", name)
+
+
+def load_leaderboard(path_or_sweep_dir: str, run_dir: str | None = None) -> dict:
+    """A sweep's leaderboard by file, sweep folder, or sweep name under ``run_dir``
+    (UserError when absent or malformed)."""
     path = path_or_sweep_dir
+    if not os.path.exists(path) and os.sep not in path:
+        path = sweep_dir(run_dir, path)
     if os.path.isdir(path):
         path = os.path.join(path, FILE)
     if not os.path.exists(path):

@@ -164,7 +164,7 @@ def run_retrain(sweep: str, *, top_k: int = 2, seeds: int = 2, data_dir: str | N
     from .. import tracking as trk
     from ..training.prepare import prepare
     from .ray_setup import parse_resources, ray_session
-    from .sweep import load_leaderboard
+    from .leaderboard import load_leaderboard
 
     res = parse_resources(resources)
     board = load_leaderboard(sweep, run_dir=run_dir)

@@ -25,14 +25,10 @@ import re
 import time
 
 from ..errors import UserError
+from .leaderboard import sweep_dir
 
 EXPERIMENT = "hpo"
 ALL = "all"
-
-
-def sweep_dir(run_dir: str | None, name: str) -> str:
-    from ..tracking import run_dir as _run_dir
-    return os.path.join(_run_dir(run_dir), "sweeps", name)
 
 
 def resolve_families(families) -> list[str]:
@@ -157,11 +153,3 @@ def _extension(run_dir: str, name: str, num_samples, set_space, time_budget_s) -
                                               "time_budget_s": time_budget_s,
                                               "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
     return meta, meta_path
-
-
-def load_leaderboard(path_or_sweep_dir: str, run_dir: str | None = None) -> dict:
-    """A sweep's leaderboard by file, sweep folder or sweep name."""
-    from .leaderboard import load_leaderboard as _load
-    if not os.path.exists(path_or_sweep_dir) and os.sep not in path_or_sweep_dir:
-        path_or_sweep_dir = sweep_dir(run_dir, path_or_sweep_dir)
-    return _load(path_or_sweep_dir)

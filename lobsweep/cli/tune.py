@@ -135,7 +135,7 @@ def cmd_leaderboard(args):
         raise UserError(f"--top must be >= 1, got {args.top}")
     if args.sweep:
         from ..tuning.leaderboard import format_leaderboard
-        from ..tuning.sweep import load_leaderboard
+        from ..tuning.leaderboard import load_leaderboard
         board = load_leaderboard(args.sweep, args.run_dir)
         print(json.dumps(board, indent=1, default=str) if args.json else format_leaderboard(board))
         return
