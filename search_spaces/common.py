@@ -5,7 +5,7 @@ sequence-length ablation: 0 trains on whole 1000-step sequences, otherwise on
 random crops whose first ``burn_in`` steps only warm the recurrent state.
 Every ``crop_len`` value here is larger than every ``burn_in`` value, so any
 combination is a valid ``TrainConfig``; ``swa_epochs`` is capped at the
-trial's epoch budget (tuning/model_trial.py). ``plateau`` is ReduceLROnPlateau
+trial's epoch budget (tuning/trial.py). ``plateau`` is ReduceLROnPlateau
 on the tune score; ``ema_decay`` 0 is off. Every named recipe
 (recipes.py) is a point of this space together with the family spaces.
 

@@ -29,7 +29,7 @@ The public record of the competition (leaderboard unless marked valid):
 In a sweep a recipe's model and training options are enqueued as a first
 trial (``fit_recipes``); the sweep's own feature pipeline, epoch budget and
 fixed training options still apply to it, like to every trial. ASHA records
-its scores but never stops it (tuning/schedulers.py), so a sweep's leaderboard
+its scores but never stops it (tuning/recipe_points.py), so a sweep's leaderboard
 always holds its recipes and cannot end below the best of them on tune.
 """
 

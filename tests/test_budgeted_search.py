@@ -145,26 +145,26 @@ def test_presets_resolve_as_documented():
 
 def test_a_joint_study_starts_with_the_plain_default_and_keeps_only_it_from_pruning():
     from lobsweep.search_spaces import sweep_space
-    from lobsweep.tuning.sweep_run import _recipe_values, _with_recipes
+    from lobsweep.tuning.recipe_points import recipe_values, with_recipes
     fams = ["gru", "gru_attention", "lstm", "ssm", "transformer"]
     meta = {"name": "j", "families": fams, "joint": True}
-    _with_recipes(meta, {f: sweep_space(f) for f in fams})
+    with_recipes(meta, {f: sweep_space(f) for f in fams})
     order = [p["recipe"] for p in meta["recipe_points"]]
     assert order[0] == "plain-gru"
     assert set(order[1:6]) == {f"default-{f}" for f in fams}                # every family's default next
     assert set(order[6:]) == {"organiser-baseline", "vanilla-gru-3x64", "pearson-gru-4x128"}
-    kept = _recipe_values(meta, None)
+    kept = recipe_values(meta, None)
     assert len(kept) == 1 and kept[0]["family"] == "gru"
     per_family = {"name": "p", "families": fams, "joint": False}
-    _with_recipes(per_family, {f: sweep_space(f) for f in fams})
-    assert len(_recipe_values(per_family, "gru")) == 5                     # per family: every recipe kept
+    with_recipes(per_family, {f: sweep_space(f) for f in fams})
+    assert len(recipe_values(per_family, "gru")) == 5                     # per family: every recipe kept
 
 
 def test_a_trial_cut_before_its_report_is_named_by_the_epochs_its_bundle_holds(tmp_path):
     """The budget can stop a trial after it finished an epoch (and wrote its bundle) but before
     Ray recorded that epoch's report: the record counts the bundle's epochs, not Ray's."""
     from types import SimpleNamespace
-    from lobsweep.tuning.driver import trial_records
+    from lobsweep.tuning.experiment import trial_records
     bundles = tmp_path / "bundles"
     path = _bundle(str(bundles), "t1")
     spec = json.load(open(os.path.join(path, "spec.json")))

@@ -28,10 +28,10 @@ import torch
 
 from lobsweep.cli import main
 from lobsweep.errors import UserError
-from lobsweep.tuning.driver import complete_point
+from lobsweep.tuning.experiment import complete_point
 from lobsweep.tuning.leaderboard import VIEW_KEY_PREFIX, load_leaderboard, set_leaderboard_view
 from lobsweep.tuning.ray_setup import parse_resources
-from lobsweep.tuning.sweep_run import family_budget
+from lobsweep.tuning.sweep import family_budget
 
 TINY_TRAIN = {"crop_len": {"type": "choice", "values": [256]}, "batch_size": {"type": "choice", "values": [8]},
               "lr": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True}}

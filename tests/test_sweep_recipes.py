@@ -150,7 +150,7 @@ def test_asha_never_stops_a_recipe_trial_but_records_its_score():
     """The same poor score at rung 1: an ordinary trial is stopped, the recipe trial continues."""
     from types import SimpleNamespace
     from ray.tune.schedulers import TrialScheduler
-    from lobsweep.tuning.schedulers import KeepPointsASHA
+    from lobsweep.tuning.recipe_points import KeepPointsASHA
     recipe = {"model.hidden": 12, "train.target_weights": [1.0, 0.5]}
     sched = KeepPointsASHA([recipe], time_attr="training_iteration", max_t=9, grace_period=1, reduction_factor=3)
     sched.set_search_properties("tune_mean", "max")
@@ -172,8 +172,8 @@ def test_joint_sweep_enqueues_recipes_through_the_define_by_run_space():
     from lobsweep.search_spaces import sweep_space
     from lobsweep.search_spaces.adapter import joint_define_by_run
     from lobsweep.search_spaces.recipes import fit_recipes
-    from lobsweep.tuning.driver import ExperimentSettings, make_searcher
-    from lobsweep.tuning.schedulers import matches
+    from lobsweep.tuning.experiment import ExperimentSettings, make_searcher
+    from lobsweep.tuning.recipe_points import matches
     spaces, points = {}, []
     for fam in ("gru", "lstm"):
         spaces[fam], pts, _ = fit_recipes(fam, sweep_space(fam), joint=True)

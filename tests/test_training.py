@@ -326,3 +326,35 @@ def test_time_limit_starts_no_epoch_that_would_end_past_it():
         TrainConfig(time_limit_s=-1).check()
     with pytest.raises(UserError, match="data_on_device"):
         TrainConfig(data_on_device="gpu").check()
+
+
+# ------------------------------------------------------------------ memory per training step
+def test_micro_batches_add_up_to_the_whole_batch_gradient():
+    """A limit that forces one sequence per pass trains (mse) the weights the whole batch does."""
+    from lobsweep.training.device import saved_bytes
+    per_seq = saved_bytes(tiny_model().train(), torch.as_tensor(tiny_split().X[:2])) / 2
+    weights = {}
+    for limit in (0.0, 1.5 * per_seq / 2**20):
+        cfg = TrainConfig(epochs=2, batch_size=6, lr=1e-2, loss="mse", patience=5, step_memory_mb=limit)
+        trainer = Trainer(tiny_model(), cfg, tiny_split(), tiny_split(seed=1), seed=3)
+        assert trainer.micro == (6 if limit == 0 else 1)
+        trainer.run_epoch()
+        trainer.run_epoch()
+        weights[limit] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    whole, micro = weights.values()
+    assert all(torch.allclose(whole[k], micro[k], atol=1e-6) for k in whole)
+    assert any(not torch.equal(whole[k], tiny_model().state_dict()[k]) for k in whole)     # it did train
+
+
+def test_micro_batch_size_keeps_a_pass_under_the_limit():
+    from lobsweep.training.device import micro_batch_size, saved_bytes
+    model = create_model("transformer", n_features=5, hidden=32, heads=4, layers=2, window=16).train()
+    x = torch.randn(2, 400, 5)
+    one, four = saved_bytes(model, x[:1]), saved_bytes(model, torch.cat([x, x]))
+    assert 3.5 * one < four < 4.5 * one                                  # it grows with the batch
+    limit_mb = 10 * one / 2**20
+    n = micro_batch_size(model, x, 64, limit_mb)
+    assert n in (9, 10, 11) and n * one <= 1.1 * limit_mb * 2**20
+    assert micro_batch_size(model, x, 64, 0) == 64 and micro_batch_size(model, x, 4, limit_mb) == 4
+    with pytest.raises(UserError, match="step_memory_mb"):
+        TrainConfig.from_dict({"step_memory_mb": -1})

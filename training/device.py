@@ -48,3 +48,40 @@ def amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:
     if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
         return torch.bfloat16
     return torch.float16 if amp == "auto" else None
+
+
+def saved_bytes(model: torch.nn.Module, xb: torch.Tensor, amp: torch.dtype | None = None) -> int:
+    """Bytes of the tensors autograd keeps for backward in one training forward of ``xb``.
+
+    Counted with ``saved_tensors_hooks``, each storage once. On a GPU or a CPU this is
+    what a batch holds from its forward until its backward ends (transients come and go),
+    so it is what grows with batch size and sequence length.
+    """
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor):
+        s = t.untyped_storage()
+        seen[s.data_ptr()] = s.nbytes()
+        return t
+
+    state = torch.random.get_rng_state()
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
+                torch.autocast(xb.device.type, dtype=amp, enabled=amp is not None):
+            model(xb)
+    finally:
+        torch.random.set_rng_state(state)            # the probe's dropout draws leave no trace
+    return int(sum(seen.values()))
+
+
+def micro_batch_size(model: torch.nn.Module, xb: torch.Tensor, batch_size: int, limit_mb: float,
+                     amp: torch.dtype | None = None) -> int:
+    """Sequences per forward/backward so that one pass keeps at most ``limit_mb`` for backward.
+
+    ``xb`` is a sample of 1-2 training sequences at the training length. 0 = no limit.
+    """
+    if not limit_mb or batch_size <= 1:
+        return batch_size
+    per_seq = saved_bytes(model, xb, amp) / max(xb.shape[0], 1)
+    fit = int(float(limit_mb) * 2**20 // max(per_seq, 1.0))
+    return max(1, min(batch_size, fit))

@@ -27,6 +27,7 @@ exactly as if it had never stopped.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import sys
 import time
@@ -39,8 +40,10 @@ from torch import nn
 from ..data.metric import score_masked
 from ..errors import UserError
 from .averaging import WeightEMA, swapped
-from .device import amp_dtype, pick_device
+from .device import amp_dtype, micro_batch_size, pick_device
 from .losses import LOSSES, make_loss
+
+log = logging.getLogger("lobsweep.training")
 
 SCHEDULES = ("cosine", "onecycle", "constant", "plateau")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
@@ -71,6 +74,8 @@ class TrainConfig:
     plateau_factor: float = 0.5       # ... before the LR is multiplied by this
     amp: str = "auto"                 # CUDA only: bf16 where supported, else fp16
     eval_batch_size: int = 64
+    step_memory_mb: float = 2048.0    # what one forward may keep for backward; a batch that needs more
+    #                                   runs as micro-batches whose gradients add up (0 = no limit)
     device: str = "auto"
     time_limit_s: float = 0.0         # wall-clock budget: no epoch starts that would end past it (0 = none)
     data_on_device: str = "auto"      # fit arrays on the GPU: auto (when they take <= 1/4 of free memory),
@@ -109,6 +114,8 @@ class TrainConfig:
         need(0.0 < float(self.plateau_factor) < 1.0, f"plateau_factor must be in (0, 1), got {self.plateau_factor}")
         need(math.isfinite(float(self.time_limit_s)) and float(self.time_limit_s) >= 0,
              f"time_limit_s must be >= 0 seconds (0 = no limit), got {self.time_limit_s}")
+        need(math.isfinite(float(self.step_memory_mb)) and float(self.step_memory_mb) >= 0,
+             f"step_memory_mb must be >= 0 (0 = no limit), got {self.step_memory_mb}")
         need(self.data_on_device in DATA_PLACEMENTS,
              f"data_on_device must be one of {DATA_PLACEMENTS}, got {self.data_on_device!r}")
 
@@ -236,6 +243,11 @@ class Trainer:
         self.best_weights = None
         self.swa_sum = None
         self.swa_n = 0
+        sample = self.Xt[: min(2, len(train)), : (cfg.crop_len or self.Xt.shape[1])].to(self.device)
+        self.micro = micro_batch_size(self.model.train(), sample, cfg.batch_size, cfg.step_memory_mb, self.amp)
+        if self.micro < cfg.batch_size:
+            log.info("batches of %d sequences train as micro-batches of %d (step_memory_mb=%g)",
+                     cfg.batch_size, self.micro, cfg.step_memory_mb)
 
     # ------------------------------------------------------------ one epoch
     def _batches(self):
@@ -267,13 +279,8 @@ class Trainer:
                 mb[:, : self.cfg.burn_in] = False
             if not bool(mb.any()):
                 continue
-            with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-                pred = self.model(xb)
-            loss = self.loss_fn(pred[mb], yb[mb])
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"training loss became {loss.item()} at epoch {self.epoch + 1}")
             self.opt.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
+            loss = self._forward_backward(xb, yb, mb)
             if self.cfg.grad_clip:
                 self.scaler.unscale_(self.opt)
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
@@ -286,6 +293,25 @@ class Trainer:
             total += float(loss.detach()) * len(idx)
             count += len(idx)
         return total / max(count, 1)
+
+    def _forward_backward(self, xb, yb, mb) -> torch.Tensor:
+        """Loss of the batch, gradients accumulated; micro-batches (``self.micro`` sequences) weigh
+        by their share of the batch's trained rows. Exact for ``mse``; the weighted and Pearson
+        losses are normalised within each micro-batch, so there they approximate the whole batch's."""
+        rows = mb.sum()
+        total = torch.zeros((), device=xb.device)
+        for s in range(0, xb.shape[0], self.micro):
+            x, y, m = xb[s:s + self.micro], yb[s:s + self.micro], mb[s:s + self.micro]
+            if not bool(m.any()):
+                continue
+            with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+                pred = self.model(x)
+            loss = self.loss_fn(pred[m], y[m]) * (m.sum() / rows)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"training loss became {loss.item()} at epoch {self.epoch + 1}")
+            self.scaler.scale(loss).backward()
+            total = total + loss.detach()
+        return total
 
     def scored_weights(self) -> dict | None:
         """The weights that are scored and kept: the EMA's when on (None: the model's own)."""

@@ -2,7 +2,7 @@
 
     run_sweep(data_dir, families, ...) -> summary dict    (sweep.py)
     load_leaderboard(name | sweep dir | file) -> dict      (leaderboard.json, read by retrain)
-    run_experiment(builder, space, ctx, settings, ...)     (driver.py: reuse for other searches)
+    run_experiment(builder, space, ctx, settings, ...)     (sweep.py: the feature search reuses it)
 
 Importing this package does not import Ray, torch or MLflow.
 """

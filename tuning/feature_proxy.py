@@ -2,7 +2,7 @@
 
 Shapes: N sequences, T steps, F features of the spec's pipeline.
 
-``ProxyRun`` follows the trial-run protocol of trainable.py, so the same code
+``ProxyRun`` follows the trial-run protocol of trial.py, so the same code
 scores a candidate inside a Ray trial (via ``FeatureTrialBuilder``) and the
 raw-features baseline in the driver. Data comes from ``training.prepare``:
 the pipeline is fitted on the *fit* subsample only, every epoch reports the
@@ -70,7 +70,7 @@ def spec_params(spec: dict) -> dict:
 
 
 class ProxyRun:
-    """One feature spec scored by the proxy, epoch by epoch (the trial-run protocol of trainable.py)."""
+    """One feature spec scored by the proxy, epoch by epoch (the trial-run protocol of trial.py)."""
 
     def __init__(self, data_dir: str, spec: dict, proxy: ProxySettings, cache_dir: str | None = None):
         import torch

@@ -10,7 +10,7 @@ Layout of ``<run_dir>/feature_search/``::
     <name>/trials/<trial_id>/     the proxy model of every completed candidate (feature_proxy.py)
 
 The space is ``feature_space.SPACE``; the candidates run through the generic
-driver (driver.run_experiment, the sweep's SweepTrainable). The raw-features
+runner (sweep.run_experiment, and trial.py's SweepTrainable). The raw-features
 spec ``{}`` is always scored too, in the driver process, with the same proxy
 and the full epoch budget, so the winner is always shown beside it.
 
@@ -224,10 +224,11 @@ def run_feature_search(data_dir, *, name=None, num_samples=8, max_epochs=3, max_
 
 
 def _run_candidates(plan: _Plan, trk: _Tracking | None, time_left: float | None) -> list[dict]:
-    """The Ray Tune experiment over SPACE; one record per candidate (driver.trial_records)."""
-    from .driver import ExperimentSettings, reconcile_runs, run_experiment, trial_records
+    """The Ray Tune experiment over SPACE; one record per candidate (experiment.trial_records)."""
+    from .experiment import ExperimentSettings, reconcile_runs, trial_records
+    from .sweep import run_experiment
     from .ray_setup import check_fits, default_concurrency, ray_session
-    from .trainable import TrialContext
+    from .trial import TrialContext
     ctx = TrialContext(sweep=plan.name, bundles_dir=plan.path("trials"), metric="tune_mean", threads=plan.threads,
                        tracking_uri=trk.uri if trk else None, experiment_id=trk.experiment_id if trk else None,
                        parent_run_id=trk.parent if trk else None, stage=STAGE)

@@ -20,6 +20,10 @@ stage reads::
 Ranking uses the tune score only; the report score is shown beside it and
 never chooses anything. Entries come from the bundles completed trials wrote,
 so hparams and train_config are exactly what was trained.
+
+In MLflow the sweep is a parent run (``start_tracking``, before any trial logs,
+with the leaderboard view) that ends holding the leaderboard file, each
+family's best scores and the winners' bundles (``finish_tracking``).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from ..errors import UserError, read_json
 FORMAT = "lobsweep.leaderboard/1"
 FILE = "leaderboard.json"
 VIEW_KEY_PREFIX = "mlflow.sharedViewState."
+EXPERIMENT = "hpo"                 # the MLflow experiment of every sweep
 
 
 def _entry(rec: dict) -> dict | None:
@@ -54,7 +59,7 @@ def _entry(rec: dict) -> dict | None:
 
 
 def build_leaderboard(records: list[dict], sweep: str, top_k: int = 3) -> dict:
-    """Top-``top_k`` trained trials (completed or cut by the budget) per family from driver records (``driver.trial_records``)."""
+    """Top-``top_k`` trained trials (completed or cut by the budget) per family from trial records (``experiment.trial_records``)."""
     counts: dict[str, dict] = {}
     entries: dict[str, list] = {}
     recipes: list[dict] = []
@@ -157,3 +162,50 @@ def set_leaderboard_view(experiment_id: str, metric: str = "tune_mean", tracking
 
 def view_url(server: str, experiment_id: str, key: str) -> str:
     return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={key}"
+
+
+def start_tracking(meta: dict, run_dir: str) -> None:
+    """Store, experiment, leaderboard view and the parent run, before any trial starts."""
+    from mlflow.tracking import MlflowClient
+    from .. import tracking as trk
+    uri = trk.tracking_uri(meta["tracking_uri"], run_dir)
+    exp_id = trk.ensure_experiment(EXPERIMENT, uri, run_dir)
+    meta.update(tracking_uri=uri, experiment_id=exp_id, view_key=set_leaderboard_view(exp_id, "final_tune_mean", tracking_uri=uri))
+    client = MlflowClient(tracking_uri=uri)
+    if meta.get("parent_run_id"):
+        client.update_run(meta["parent_run_id"], status="RUNNING")
+        return
+    run = client.create_run(exp_id, run_name=f"sweep-{meta['name']}",
+                            tags={"stage": EXPERIMENT, "sweep": meta["name"], "kind": "sweep"})
+    meta["parent_run_id"] = run.info.run_id
+    keys = ("families", "num_samples", "max_epochs", "grace_period", "reduction_factor", "time_budget_s",
+            "resources", "scheduler", "searcher", "joint", "seed", "max_train_seqs", "data_dir")
+    params = trk.flat_params({**{k: meta[k] for k in keys}, "features": meta["features_spec"] or "default"})
+    for k, v in params.items():
+        client.log_param(meta["parent_run_id"], k, v)
+
+
+def finish_tracking(meta: dict, board: dict, board_path: str, ok: bool) -> None:
+    """Leaderboard and winners onto the runs: each family's best bundle + curve on its child run,
+    the overall winner's bundle on the parent run."""
+    from mlflow.tracking import MlflowClient
+    from .. import tracking as trk
+    client = MlflowClient(tracking_uri=meta["tracking_uri"])
+    parent = meta["parent_run_id"]
+    client.log_artifact(parent, board_path)
+    for fam, entries in board["families"].items():
+        best = entries[0]
+        client.log_metric(parent, f"best_tune_{fam}", float(best["tune_score"]))
+        if best["report_score"] is not None:
+            client.log_metric(parent, f"best_report_{fam}", float(best["report_score"]))
+        if best.get("mlflow_run_id"):
+            client.log_artifacts(best["mlflow_run_id"], best["bundle"], "bundle")
+            spec = json.load(open(os.path.join(best["bundle"], "spec.json")))
+            fig = trk.curve_figure(spec["history"], f"{fam} {best['trial_id']}")
+            client.log_figure(best["mlflow_run_id"], fig, "training_curve.png")
+            import matplotlib.pyplot as plt
+            plt.close(fig)
+    if board["overall"]:
+        client.log_artifacts(parent, board["overall"][0]["bundle"], "winning_bundle")
+        client.set_tag(parent, "winner", board["overall"][0]["trial_id"])
+    client.set_terminated(parent, "FINISHED" if ok else "KILLED")

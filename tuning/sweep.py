@@ -19,7 +19,10 @@ family that was running when the driver died and skips finished ones.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
+import math
 import os
 import re
 import time
@@ -27,7 +30,7 @@ import time
 from ..errors import UserError
 from .leaderboard import sweep_dir
 
-EXPERIMENT = "hpo"
+log = logging.getLogger("lobsweep.tuning")
 ALL = "all"
 
 
@@ -96,11 +99,12 @@ def run_sweep(data_dir, families, *, name=None, num_samples=8, max_epochs=8, gra
     """
     from ..tracking import run_dir as _run_dir
     from .ray_setup import parse_resources
+    from .sweep_extend import extension
     run_dir = _run_dir(run_dir)
     if name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", str(name)):
         raise UserError(f"sweep name must be letters, digits, '.', '_' or '-', got {name!r}")
     if extend:
-        meta, meta_path = _extension(run_dir, str(extend), num_samples, set_space, time_budget_s)
+        meta, meta_path = extension(run_dir, str(extend), num_samples, set_space, time_budget_s)
         name = meta["name"]
         if resources is not None:
             meta["resources"] = parse_resources(resources)
@@ -128,28 +132,150 @@ def run_sweep(data_dir, families, *, name=None, num_samples=8, max_epochs=8, gra
                 "train_fixed": train_fixed or {}, "points_to_evaluate": points_to_evaluate,
                 "tracking_uri": tracking_uri, "track": bool(track), "recipes": bool(recipes)}
         check_settings(meta)
-    from .sweep_run import execute
     return execute(meta, meta_path, run_dir, ray_address=ray_address, callbacks=callbacks, verbose=verbose,
                    local_cpus=local_cpus, local_gpus=local_gpus)
 
 
-def _extension(run_dir: str, name: str, num_samples, set_space, time_budget_s) -> tuple[dict, str]:
-    """The stored settings of finished sweep ``name`` with one more extension appended (checked)."""
-    from .sweep_extend import check_extendable, check_overrides, experiments, parse_set_space
-    meta_path = os.path.join(sweep_dir(run_dir, name), "sweep.json")
-    if not os.path.exists(meta_path):
-        raise UserError(f"no sweep named {name!r} under {run_dir}/sweeps (nothing to extend)")
-    meta = json.load(open(meta_path))
-    fam_dir = os.path.join(os.path.dirname(meta_path), "families")
-    done = {f[:-5] for f in os.listdir(fam_dir) if f.endswith(".json")} if os.path.isdir(fam_dir) else set()
-    check_extendable(meta, [e["name"] for e in experiments(meta)], done)
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise UserError(f"--num-samples must be >= 1, got {num_samples!r}")
-    if time_budget_s is not None and not float(time_budget_s) > 0:
-        raise UserError(f"--time-budget must be > 0 seconds, got {time_budget_s}")
-    overrides = parse_set_space(set_space, meta["families"])
-    check_overrides(overrides)
-    meta.setdefault("extensions", []).append({"num_samples": int(num_samples), "set_space": overrides,
-                                              "time_budget_s": time_budget_s,
-                                              "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    return meta, meta_path
+def save_meta(path: str, meta: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(meta, f, indent=1, default=str)
+    os.replace(tmp, path)
+
+
+def family_budget(total: float | None, started: float, remaining: int) -> float | None:
+    """An equal share of the time left: what one family did not use passes to the next."""
+    if total is None:
+        return None
+    return max((float(total) - (time.time() - started)) / max(remaining, 1), 1.0)
+
+
+def execute(meta: dict, meta_path: str, run_dir: str, *, ray_address=None, callbacks=None, verbose=0,
+            local_cpus=None, local_gpus=None) -> dict:
+    from ..progress import Stage
+    from ..search_spaces import sweep_space
+    from ..search_spaces.adapter import joint_define_by_run
+    from ..training.prepare import prepare
+    from .experiment import ExperimentSettings, reconcile_runs, trial_records
+    from .leaderboard import FILE, build_leaderboard, finish_tracking, format_leaderboard, start_tracking, write_leaderboard
+    from .progress import TuneProgress
+    from .ray_setup import check_fits, default_concurrency, ray_session
+    from .recipe_points import first_points, mark_recipes, recipe_values, with_recipes
+    from .sweep_extend import experiments, extension_search
+    from .trial import ModelTrialBuilder, TrialContext
+    sdir = os.path.dirname(meta_path)
+    dirs = {k: os.path.join(sdir, k) for k in ("cache", "bundles", "families", "ray")}
+    for d in dirs.values():
+        os.makedirs(d, exist_ok=True)
+    prep = prepare(meta["data_dir"], meta["features_spec"], max_train_seqs=meta["max_train_seqs"],
+                   cache_dir=dirs["cache"])
+    spaces = {f: sweep_space(f, **meta["spaces"].get(f, {})) for f in meta["families"]}
+    if meta.get("recipes"):
+        spaces = with_recipes(meta, spaces)
+    if meta["track"]:
+        start_tracking(meta, run_dir)
+    save_meta(meta_path, meta)
+    builder = ModelTrialBuilder(data_dir=meta["data_dir"], max_epochs=int(meta["max_epochs"]),
+                                features_spec=meta["features_spec"], max_train_seqs=meta["max_train_seqs"],
+                                cache_dir=dirs["cache"], seed=int(meta["seed"]), train_fixed=meta["train_fixed"])
+    exps = experiments(meta)
+    res = meta["resources"]
+    ctx = TrialContext(sweep=meta["name"], bundles_dir=dirs["bundles"], threads=max(1, math.ceil(res["cpu"])),
+                       tracking_uri=meta.get("tracking_uri") if meta["track"] else None,
+                       experiment_id=meta.get("experiment_id"), parent_run_id=meta.get("parent_run_id"))
+    started, records, ok, short = time.time(), [], False, False
+    stage = Stage("hpo", total=sum(int(e["num_samples"]) for e in exps), budget_s=meta["time_budget_s"])
+    callbacks = [*(callbacks or []), TuneProgress(stage)]
+    log.info("sweep %s: %d fit / %d tune / %d report sequences, %d features", meta["name"], prep.info["n_fit"],
+             prep.info["n_tune"], prep.info["n_report"], prep.info["n_features"])
+    try:
+        with ray_session(ray_address, num_cpus=local_cpus, num_gpus=local_gpus, log_dir=sdir):
+            check_fits(res)
+            conc = int(meta["max_concurrent"] or default_concurrency(res))
+            for i, exp in enumerate(exps):
+                group, fam = exp["name"], exp["family"]
+                done_file = os.path.join(dirs["families"], f"{group}.json")
+                if os.path.exists(done_file):
+                    loaded = json.load(open(done_file))
+                    records += loaded
+                    stage.add("done", len(loaded))
+                    continue
+                ext = exp["extension"]
+                if ext is None:              # the sweep's own experiments share its time budget
+                    same = [e for e in exps if e["extension"] is None]
+                    budget = family_budget(meta["time_budget_s"], started, len(same) - i)
+                    space = spaces[fam] if fam else joint_define_by_run(spaces)
+                    points, rewards = first_points(meta, fam), None
+                    keep = recipe_values(meta, fam)
+                else:                        # an extension: its own budget, warm-started searcher
+                    budget = ext.get("time_budget_s")
+                    space, points, rewards = extension_search(meta, exp, spaces, records, ctx.fail_score)
+                    keep = None
+                settings = ExperimentSettings(
+                    num_samples=exp["num_samples"], max_t=int(meta["max_epochs"]),
+                    grace_period=int(meta["grace_period"]), reduction_factor=float(meta["reduction_factor"]),
+                    scheduler=meta["scheduler"], searcher=meta["searcher"], max_concurrent=conc, resources=res,
+                    time_budget_s=budget, seed=int(meta["seed"]) + i, points_to_evaluate=points,
+                    evaluated_rewards=rewards, keep_points=keep, verbose=verbose, callbacks=list(callbacks))
+                exp_ctx = ctx if budget is None else dataclasses.replace(ctx, deadline=time.time() + budget)
+                results = run_experiment(builder, space, exp_ctx, settings, storage_path=dirs["ray"], name=group,
+                                         constants={"family": fam} if fam else {},
+                                         resume=os.path.isdir(os.path.join(dirs["ray"], group)))
+                recs = trial_records(results, bundles_dir=dirs["bundles"])
+                for r in recs:
+                    r["family"] = r["config"].get("family", fam)
+                    r["experiment"] = group
+                if ext is None:
+                    mark_recipes(recs, meta)
+                short |= len(recs) < exp["num_samples"]
+                reconcile_runs(recs, ctx)
+                save_meta(done_file, recs)
+                records += recs
+        ok = True
+    finally:
+        stage.close()
+        board = build_leaderboard(records, meta["name"], int(meta["top_k"]))
+        board_path = write_leaderboard(os.path.join(sdir, FILE), board)
+        if meta["track"]:
+            finish_tracking(meta, board, board_path, ok)
+    elapsed = time.time() - started
+    budget_hit = meta["time_budget_s"] is not None and (short or elapsed >= float(meta["time_budget_s"]))
+    return {"name": meta["name"], "sweep_dir": sdir, "leaderboard": board_path, "counts": board["counts"],
+            "best": board["overall"][0] if board["overall"] else None, "n_trials": len(records),
+            "records": records, "seconds": elapsed, "budget_exhausted": bool(budget_hit),
+            "mlflow": {k: meta.get(k) for k in ("tracking_uri", "experiment_id", "parent_run_id", "view_key")},
+            "table": format_leaderboard(board)}
+
+
+def run_experiment(builder, space, ctx, s, *, storage_path: str, name: str,
+                   constants: dict | None = None, resume: bool = False):
+    """Run (or resume) one Tune experiment at ``storage_path/name``; returns its ResultGrid.
+
+    ``builder`` makes each trial's run (trial.py has the protocol); ``space`` is plain data
+    ``{name: dim}`` or an Optuna define-by-run function; ``constants`` are fixed config entries.
+    """
+    from ray import tune
+    from .experiment import SCHEDULERS, SEARCHERS, make_scheduler, make_searcher, trial_dirname
+    from .ray_setup import tune_resources
+    from .trial import SweepTrainable
+    if s.scheduler not in SCHEDULERS or s.searcher not in SEARCHERS:
+        raise ValueError(f"scheduler must be in {SCHEDULERS} and searcher in {SEARCHERS}")
+    trainable = tune.with_resources(tune.with_parameters(SweepTrainable, builder=builder, ctx=ctx),
+                                    tune_resources(s.resources))
+    path = os.path.join(storage_path, name)
+    if resume and tune.Tuner.can_restore(path):
+        log.info("resuming the Tune experiment at %s", path)
+        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+        return tuner.fit()
+    run_config = tune.RunConfig(
+        name=name, storage_path=storage_path, verbose=s.verbose, log_to_file=True, callbacks=list(s.callbacks),
+        sync_config=tune.SyncConfig(sync_artifacts=True),        # trial stdout/stderr land beside its results
+        stop={"training_iteration": int(s.max_t)},
+        checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1, num_to_keep=1, checkpoint_at_end=True),
+        failure_config=tune.FailureConfig(max_failures=int(s.max_failures)))
+    tune_config = tune.TuneConfig(
+        metric=s.metric, mode=s.mode, search_alg=make_searcher(space, s), scheduler=make_scheduler(s),
+        num_samples=int(s.num_samples), max_concurrent_trials=int(s.max_concurrent),
+        time_budget_s=s.time_budget_s, reuse_actors=s.reuse_actors, trial_dirname_creator=trial_dirname)
+    tuner = tune.Tuner(trainable, param_space=dict(constants or {}), tune_config=tune_config, run_config=run_config)
+    return tuner.fit()

@@ -26,6 +26,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import time
 
 from ..errors import UserError
 from ..search_spaces import MODEL_PREFIX, TRAIN_PREFIX, check_dim
@@ -141,3 +143,36 @@ def flat_defaults(family: str, train_fixed: dict | None = None) -> dict:
     d = complete({"family": family, "model": {}, "train": {}})
     train = {**d["train"], **(train_fixed or {})}
     return {**{MODEL_PREFIX + k: v for k, v in d["model"].items()}, **{TRAIN_PREFIX + k: v for k, v in train.items()}}
+
+
+def extension_search(meta, exp, spaces, records, fail_score) -> tuple[dict, list | None, list | None]:
+    """An extension's space (overrides laid on), and its warm start from the records of its family."""
+    fam = exp["family"]
+    space = apply_overrides(spaces[fam], exp["extension"]["set_space"].get(fam, {}))
+    prior = [r for r in records if r.get("family") == fam]
+    points, rewards, skipped = warm_start(prior, space, flat_defaults(fam, meta["train_fixed"]), fail_score)
+    log.info("sweep %s: %s warm-starts from %d recorded trials (%d outside the narrowed space)",
+             meta["name"], exp["name"], len(points), skipped)
+    return space, points or None, rewards or None
+
+
+def extension(run_dir: str, name: str, num_samples, set_space, time_budget_s) -> tuple[dict, str]:
+    """The stored settings of finished sweep ``name`` with one more extension appended (checked)."""
+    from .leaderboard import sweep_dir
+    meta_path = os.path.join(sweep_dir(run_dir, name), "sweep.json")
+    if not os.path.exists(meta_path):
+        raise UserError(f"no sweep named {name!r} under {run_dir}/sweeps (nothing to extend)")
+    meta = json.load(open(meta_path))
+    fam_dir = os.path.join(os.path.dirname(meta_path), "families")
+    done = {f[:-5] for f in os.listdir(fam_dir) if f.endswith(".json")} if os.path.isdir(fam_dir) else set()
+    check_extendable(meta, [e["name"] for e in experiments(meta)], done)
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise UserError(f"--num-samples must be >= 1, got {num_samples!r}")
+    if time_budget_s is not None and not float(time_budget_s) > 0:
+        raise UserError(f"--time-budget must be > 0 seconds, got {time_budget_s}")
+    overrides = parse_set_space(set_space, meta["families"])
+    check_overrides(overrides)
+    meta.setdefault("extensions", []).append({"num_samples": int(num_samples), "set_space": overrides,
+                                              "time_budget_s": time_budget_s,
+                                              "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    return meta, meta_path

@@ -1,8 +1,8 @@
-"""Generic Ray Tune runner: a trial builder + a search space -> one resumable Tune experiment.
+"""How a Tune experiment searches and schedules, and what its trials became.
 
-Nothing here knows about models or features. The hyperparameter sweep
-(sweep.py) and the feature search call ``run_experiment`` with their own trial
-builder (see trainable.py for the protocol) and space:
+Nothing here knows about models or features. ``run_experiment`` (sweep.py),
+which the hyperparameter sweep and the feature search share, takes a trial
+builder (see trial.py for the protocol), a space and these settings:
 
 - ``space`` is plain data ``{name: dim}`` (search_spaces format) or an Optuna
   define-by-run function; ``constants`` are fixed config entries (``family``).
@@ -30,8 +30,7 @@ from dataclasses import dataclass, field
 
 from ray import tune
 
-from .ray_setup import tune_resources
-from .trainable import SweepTrainable, TrialContext
+from .trial import TrialContext
 
 log = logging.getLogger("lobsweep.tuning")
 # a checkpoint every epoch of short trials makes Tune warn about snapshot frequency on every result
@@ -111,35 +110,9 @@ def make_scheduler(s: ExperimentSettings):
     kw = dict(time_attr="training_iteration", max_t=int(s.max_t), grace_period=int(s.grace_period),
               reduction_factor=s.reduction_factor)
     if s.keep_points:
-        from .schedulers import KeepPointsASHA
+        from .recipe_points import KeepPointsASHA
         return KeepPointsASHA(list(s.keep_points), **kw)
     return tune.schedulers.ASHAScheduler(**kw)
-
-
-def run_experiment(builder, space, ctx: TrialContext, s: ExperimentSettings, *, storage_path: str, name: str,
-                   constants: dict | None = None, resume: bool = False):
-    """Run (or resume) one Tune experiment at ``storage_path/name``; returns its ResultGrid."""
-    if s.scheduler not in SCHEDULERS or s.searcher not in SEARCHERS:
-        raise ValueError(f"scheduler must be in {SCHEDULERS} and searcher in {SEARCHERS}")
-    trainable = tune.with_resources(tune.with_parameters(SweepTrainable, builder=builder, ctx=ctx),
-                                    tune_resources(s.resources))
-    path = os.path.join(storage_path, name)
-    if resume and tune.Tuner.can_restore(path):
-        log.info("resuming the Tune experiment at %s", path)
-        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
-        return tuner.fit()
-    run_config = tune.RunConfig(
-        name=name, storage_path=storage_path, verbose=s.verbose, log_to_file=True, callbacks=list(s.callbacks),
-        sync_config=tune.SyncConfig(sync_artifacts=True),        # trial stdout/stderr land beside its results
-        stop={"training_iteration": int(s.max_t)},
-        checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1, num_to_keep=1, checkpoint_at_end=True),
-        failure_config=tune.FailureConfig(max_failures=int(s.max_failures)))
-    tune_config = tune.TuneConfig(
-        metric=s.metric, mode=s.mode, search_alg=make_searcher(space, s), scheduler=make_scheduler(s),
-        num_samples=int(s.num_samples), max_concurrent_trials=int(s.max_concurrent),
-        time_budget_s=s.time_budget_s, reuse_actors=s.reuse_actors, trial_dirname_creator=trial_dirname)
-    tuner = tune.Tuner(trainable, param_space=dict(constants or {}), tune_config=tune_config, run_config=run_config)
-    return tuner.fit()
 
 
 def _epochs(m: dict) -> int:
@@ -158,7 +131,7 @@ def _status(result) -> str:
 
 
 def _cut_bundle(bundles_dir: str | None, trial_id: str) -> str | None:
-    """The bundle a trial cut by the time budget wrote as it stopped (trainable.py), if any."""
+    """The bundle a trial cut by the time budget wrote as it stopped (trial.py), if any."""
     if not bundles_dir:
         return None
     path = os.path.join(bundles_dir, trial_id)
