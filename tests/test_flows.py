@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import importlib.util
 import tomllib
 import time
 
@@ -294,8 +295,12 @@ def test_report_split_file_holds_the_report_sequences_whole_and_in_order(data_di
 def test_library_digest_covers_every_installed_subpackage():
     import lobsweep
     with open(os.path.join(os.path.dirname(__file__), "..", "pyproject.toml"), "rb") as fh:
-        packages = tomllib.load(fh)["tool"]["setuptools"]["packages"]
-    assert sorted(identity.library_roots()) == sorted(packages)
+        setup = tomllib.load(fh)["tool"]["setuptools"]
+    assert sorted(identity.library_roots()) == sorted(setup["package-dir"])       # every mapped folder
+    roots = list(identity.library_roots().values())
+    for pkg in setup["packages"]:                                  # nested ones (lobsweep.cli) lie inside one
+        folder = importlib.util.find_spec(pkg).submodule_search_locations[0]
+        assert any(os.path.commonpath([folder, r]) == r for r in roots), pkg
     assert identity.library_digest().startswith(lobsweep.__version__ + "-")
 
 
