@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import DataError, UserError
+from ..features.base import forward_fill
 from .contract import ALL_COLS, FEATURE_COLS, ID_COLS, N_FEATURES, SEQ_LEN, TARGET_COLS, WARMUP
 
 
@@ -163,17 +164,12 @@ def _finite_or_fail(path: str, name: str, values: np.ndarray, seq: np.ndarray, s
 
 
 def _repair(col: np.ndarray, n_seq: int) -> int:
-    """Forward-fill non-finite values within each sequence (0.0 before the first good one)."""
+    """Forward-fill ``col`` in place, sequence by sequence; the number of values replaced."""
     v = col.reshape(n_seq, SEQ_LEN)
-    bad = ~np.isfinite(v)
-    if not bad.any():
-        return 0
-    idx = np.where(bad, 0, np.arange(SEQ_LEN)[None, :])
-    np.maximum.accumulate(idx, axis=1, out=idx)
-    filled = np.take_along_axis(v, idx, axis=1)
-    filled[~np.isfinite(filled)] = 0.0       # no good value yet in this sequence
-    v[...] = filled
-    return int(bad.sum())
+    n_bad = int((~np.isfinite(v)).sum())
+    if n_bad:
+        v[...] = forward_fill(v)
+    return n_bad
 
 
 def fingerprint_arrays(*arrays: np.ndarray) -> str:

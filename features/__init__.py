@@ -14,12 +14,13 @@ from .base import (
     FeatureBuilder,
     FeatureSpecError,
     create_builder,
+    forward_fill,
     list_builders,
     register_builder,
 )
-from .pipeline import FeaturePipeline, repair_nonfinite
+from .pipeline import FeaturePipeline
 
 __all__ = [
     "EPS", "RAW_COLUMNS", "UNBOUNDED", "FeatureBuilder", "FeatureSpecError", "FeaturePipeline",
-    "create_builder", "list_builders", "register_builder", "repair_nonfinite",
+    "create_builder", "list_builders", "register_builder", "forward_fill",
 ]

@@ -84,6 +84,23 @@ def create_builder(name: str, **params: Any) -> FeatureBuilder:
     return builder
 
 
+def forward_fill(x: np.ndarray) -> np.ndarray:
+    """x [N, T, ...]: each non-finite value replaced by the last finite one before it in its
+    sequence (along T), 0.0 where the sequence has none yet.
+
+    Returns ``x`` itself when every value is finite, else a new array of ``x``'s dtype. The
+    project's one forward-fill: the loader's ``repair_features``, the pipeline's NaN policy
+    (batch; streaming keeps the last finite value per column) and the baseline use it.
+    """
+    bad = ~np.isfinite(x)
+    if not bad.any():
+        return x
+    steps = np.arange(x.shape[1]).reshape((1, -1) + (1,) * (x.ndim - 2))
+    src = np.maximum.accumulate(np.where(bad, -1, steps), axis=1)      # last finite step, -1 if none
+    filled = np.take_along_axis(x, np.maximum(src, 0), axis=1)
+    return np.where(src >= 0, filled, 0.0).astype(x.dtype, copy=False)
+
+
 def slog(x: np.ndarray) -> np.ndarray:
     """Signed log, sign(x) * log1p(|x|): finite for any finite x, tames heavy tails."""
     return np.sign(x) * np.log1p(np.abs(x))

@@ -42,24 +42,12 @@ from typing import Any
 import numpy as np
 
 from . import book, interactions, normalize, temporal, trade  # noqa: F401  (register builders)
-from .base import N_RAW, RAW_COLUMNS, FeatureBuilder, FeatureSpecError, create_builder
+from .base import N_RAW, RAW_COLUMNS, FeatureBuilder, FeatureSpecError, create_builder, forward_fill
 
 APPEND_ORDER = ("book", "trade", "temporal", "interactions")
 SPEC_KEYS = APPEND_ORDER + ("normalize",)
 CHUNK_ELEMENTS = 1 << 23     # ~64 MB of float64 table per chunk
 _FORMAT = "lobsweep.features/1"
-
-
-def repair_nonfinite(X: np.ndarray) -> np.ndarray:
-    """X[N,T,R] -> float64 copy with each non-finite value forward-filled along T (0.0 if none)."""
-    X = np.array(X, dtype=np.float64)
-    bad = ~np.isfinite(X)
-    if not bad.any():
-        return X
-    t_idx = np.where(bad, -1, np.arange(X.shape[1])[None, :, None])
-    src = np.maximum.accumulate(t_idx, axis=1)                       # last finite step, -1 if none
-    filled = np.take_along_axis(X, np.maximum(src, 0), axis=1)
-    return np.where(src >= 0, filled, 0.0)
 
 
 class FeaturePipeline:
@@ -157,7 +145,7 @@ class FeaturePipeline:
         """Raw chunk [n,T,R] -> repaired table [n,T,width] through the first n_steps appenders."""
         width = self._slots[n_steps - 1][1] if n_steps else N_RAW
         table = np.empty(Xc.shape[:2] + (width,))
-        table[..., :N_RAW] = repair_nonfinite(Xc)
+        table[..., :N_RAW] = forward_fill(np.array(Xc, dtype=np.float64))
         for b, (lo, hi) in zip(self.steps[:n_steps], self._slots):
             table[..., lo:hi] = b.transform(table[..., :lo])
         return table

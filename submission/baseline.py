@@ -28,6 +28,7 @@ import numpy as np
 from ..data.contract import ASK_PRICE, ASK_VOL, BID_PRICE, BID_VOL, TRADE_PRICE, TRADE_VOL, WEIGHT_FLOOR
 from ..data.loader import load
 from ..data.metric import score
+from ..features.base import forward_fill
 
 IMBALANCE_HALF_LIVES = (2.0, 10.0, 50.0)
 FLOW_HALF_LIVES = (10.0,)
@@ -44,21 +45,9 @@ def _alphas(params: dict) -> np.ndarray:
     return 1.0 - 0.5 ** (1.0 / hl)
 
 
-def _ffill(x: np.ndarray) -> np.ndarray:
-    """Forward-fill non-finite values of x [N, T] along T; 0 before the first finite one."""
-    bad = ~np.isfinite(x)
-    if not bad.any():
-        return x
-    idx = np.where(bad, 0, np.arange(x.shape[1])[None, :])
-    np.maximum.accumulate(idx, axis=1, out=idx)
-    out = np.take_along_axis(x, idx, axis=1)
-    out[~np.isfinite(out)] = 0.0
-    return out
-
-
 def features_batch(X: np.ndarray, params: dict) -> np.ndarray:
     """Design matrix float64 [N, T, 1 + n_ema] from features X [N, T, 32] (each sequence from its start)."""
-    col = {i: _ffill(X[..., i].astype(np.float64)) for i in USED}
+    col = {i: forward_fill(X[..., i].astype(np.float64)) for i in USED}
     vb, va = col[_V_BID], col[_V_ASK]
     imbalance = (vb - va) / (np.abs(vb) + np.abs(va) + 1e-9)
     mid = (col[_P_BID] + col[_P_ASK]) / 2.0

@@ -387,3 +387,19 @@ def test_drop_raw_keeps_derived_columns_only(X):
     assert set(pipe.groups().values()) == {"book"} and not set(pipe.feature_names) & set(RAW_COLUMNS)
     keep = [full.feature_names.index(n) for n in pipe.feature_names]
     np.testing.assert_allclose(pipe.transform(X, dtype=np.float64), full.transform(X, dtype=np.float64)[..., keep])
+
+
+def test_forward_fill_is_the_documented_policy_for_every_caller_shape():
+    """The one forward-fill (loader, pipeline, baseline): [N, T] and [N, T, R], dtype kept."""
+    from lobsweep.features import forward_fill
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 40, 4)).astype(np.float32)
+    x[0, :3, 1] = np.nan
+    x[1, 7:11, 2] = np.inf
+    x[2, 5, :] = -np.inf
+    out = forward_fill(x)
+    assert out.dtype == np.float32 and np.isfinite(out).all()
+    np.testing.assert_array_equal(out, reference_repair(x).astype(np.float32))
+    np.testing.assert_array_equal(forward_fill(x[..., 2]), out[..., 2])          # one column, [N, T]
+    clean = rng.normal(size=(2, 5))
+    assert forward_fill(clean) is clean

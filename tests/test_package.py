@@ -25,7 +25,7 @@ from lobsweep.cli import main as cli_main
 from lobsweep.data.contract import FEATURE_COLS, WARMUP
 from lobsweep.data.loader import load
 from lobsweep.data.synth import write_dataset
-from lobsweep.features import repair_nonfinite
+from lobsweep.features import forward_fill
 from lobsweep.models import list_models
 from lobsweep.submission import cost
 from lobsweep.submission.package import PackageError, offline_predictions, package, read_manifest
@@ -193,7 +193,7 @@ def test_nan_and_inf_rows_stay_finite_and_follow_the_fill_policy(solution_cls, v
     X[700:705, 5] = np.nan
     out = run_sequence(solution_cls(), 7, X)[WARMUP:]
     assert all(np.isfinite(o).all() for o in out)
-    repaired = repair_nonfinite(X[None])[0].astype(np.float32)
+    repaired = forward_fill(X[None].astype(np.float64))[0].astype(np.float32)
     np.testing.assert_allclose(np.array(out), np.array(run_sequence(solution_cls(), 7, repaired)[WARMUP:]),
                                rtol=0, atol=1e-6)
 
