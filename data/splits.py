@@ -13,6 +13,7 @@ seed and fraction are recorded in every spec.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -49,12 +50,44 @@ def split_roles(seq_ix_or_n, tune_frac: float = DEFAULT_TUNE_FRAC,
     return np.sort(order[:n_tune]), np.sort(order[n_tune:])
 
 
+@dataclass(frozen=True)
+class Roles:
+    """Which sequences play which role under one ``split`` (sorted index arrays, file positions)."""
+
+    fit: np.ndarray          # train-file sequences learned on
+    tune: np.ndarray         # sequences of the tune role, in ``tune_file``
+    report: np.ndarray       # valid-file sequences only ever reported on
+    tune_file: str           # "valid", or "train" when the tune role is carved from train
+
+
+def _ids(seq_ix_or_n) -> np.ndarray:
+    return np.arange(seq_ix_or_n) if np.isscalar(seq_ix_or_n) else np.asarray(seq_ix_or_n)
+
+
+def sequence_roles(split: dict, valid_ids, train_ids=None) -> Roles:
+    """The roles a spec's ``split`` (split_info) gives the sequences of a train and a valid file.
+
+    The one place the split is applied: with ``tune_from="valid"`` (the default) the valid
+    file's sequences divide into tune and report and all of train is fit; with ``"train"`` the
+    tune role is carved from train (``train_ids`` needed) and all of valid is report.
+    """
+    valid = _ids(valid_ids)
+    if split.get("tune_from", "valid") == "train":
+        if train_ids is None:
+            raise ValueError("a split with tune_from='train' needs the train file's sequence ids")
+        carved, fit = split_roles(train_ids, split["tune_frac"], split["seed"])
+        return Roles(fit, carved, np.arange(len(valid)), "train")
+    tune, report = split_roles(valid, split["tune_frac"], split["seed"])
+    fit = np.arange(0 if train_ids is None else len(_ids(train_ids)))
+    return Roles(fit, tune, report, "valid")
+
+
 def report_roles(seq_ix_or_n, split: dict) -> np.ndarray:
-    """The report-role sequences of a valid file under a spec's ``split`` (split_info): the
-    report half of the valid file, or all of it when the tune rows were carved from train."""
-    if split.get("tune_from") == "train":
-        return np.arange(seq_ix_or_n) if np.isscalar(seq_ix_or_n) else np.arange(len(seq_ix_or_n))
-    return split_roles(seq_ix_or_n, split["tune_frac"], split["seed"])[1]
+    """The report-role sequences of a valid file under ``split``: the report half of the valid
+    file, or all of it when the tune rows were carved from train."""
+    if split.get("tune_from", "valid") == "train":
+        return np.arange(len(_ids(seq_ix_or_n)))
+    return sequence_roles(split, seq_ix_or_n).report
 
 
 def split_info(tune_frac: float = DEFAULT_TUNE_FRAC, seed: int = DEFAULT_SPLIT_SEED,

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data.loader import LobData, load_role
-from ..data.splits import row_roles, split_roles
+from ..data.splits import row_roles, sequence_roles
 from ..errors import UserError
 from ..training.bundle import Bundle, BundleError, load_pred
 
@@ -71,8 +71,7 @@ def selection_rows(members: list[Bundle], valid: LobData, split: dict, data_dir:
     tune_from = _same(members, lambda m: m.spec["data"]["split"].get("tune_from", "valid"), "tune_from")
     if tune_from == "train":
         return _train_tune_rows(members, valid, split, data_dir)
-    tune_idx, _ = split_roles(valid.seq_ix, split["tune_frac"], split["seed"])
-    seq_of_row, is_tune = row_roles(valid.mask, tune_idx)
+    seq_of_row, is_tune = row_roles(valid.mask, sequence_roles(split, valid.seq_ix).tune)
     Y = valid.Y[valid.mask]
     P = np.stack([m.valid_pred for m in members], axis=1)                 # [rows, M, 2]
     return SelectionRows(P[is_tune], Y[is_tune], seq_of_row[is_tune], P[~is_tune], Y[~is_tune],
@@ -96,10 +95,10 @@ def _stacked(members, name: str, n_rows: int, where: str) -> np.ndarray:
 
 def _train_tune_rows(members, valid, split, data_dir) -> SelectionRows:
     train = _train_file(data_dir)
-    carved, _ = split_roles(train.seq_ix, split["tune_frac"], split["seed"])
-    Y_tune, g_tune = _rows_of(train, carved)
+    roles = sequence_roles({**split, "tune_from": "train"}, valid.seq_ix, train.seq_ix)
+    Y_tune, g_tune = _rows_of(train, roles.tune)
     preds = _stacked(members, "tune_pred", Y_tune.shape[0], "the carved tune split")
-    Y_rep, g_rep = _rows_of(valid, np.arange(valid.n_seq), offset=train.n_seq)
+    Y_rep, g_rep = _rows_of(valid, roles.report, offset=train.n_seq)
     P_rep = np.stack([m.valid_pred for m in members], axis=1)
     return SelectionRows(preds, Y_tune, g_tune, P_rep, Y_rep, g_rep,
                          np.ones(P_rep.shape[0], dtype=bool), "tune-from-train")

@@ -226,10 +226,10 @@ def write_report_split(valid_path: str, split: dict, out_path: str) -> str:
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
-    from ..data.splits import split_roles
+    from ..data.splits import report_roles
     table = pq.read_table(valid_path)
     ids = pd.unique(table.column("seq_ix").to_numpy())
-    _, report_idx = split_roles(ids, split["tune_frac"], split["seed"])
+    report_idx = report_roles(ids, split)
     keep = pc.is_in(table.column("seq_ix"), value_set=pa.array(np.asarray(ids)[report_idx]))
     tmp = out_path + ".tmp"
     pq.write_table(table.filter(keep), tmp)

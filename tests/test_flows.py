@@ -366,3 +366,10 @@ def test_precision_ships_a_compact_zip_behind_the_gate(harness, stand_ins, data_
         full_search(data_dir=data_dir, run_dir=str(tmp_path / "bad"), families="gru", profile="smoke",
                     precision="bf16")
     assert not os.path.exists(str(tmp_path / "bad"))
+
+
+def test_report_split_file_is_all_of_valid_when_tune_is_carved_from_train(data_dir, tmp_path):
+    valid = pd.read_parquet(os.path.join(data_dir, "valid.parquet"))
+    out = tasks.write_report_split(os.path.join(data_dir, "valid.parquet"),
+                                   {"tune_frac": 0.5, "seed": 0, "tune_from": "train"}, str(tmp_path / "r.parquet"))
+    np.testing.assert_array_equal(pd.read_parquet(out).to_numpy(), valid.to_numpy())

@@ -50,3 +50,20 @@ def test_report_roles_read_from_a_spec_split_are_the_report_rows_prepare_scored(
     expect = np.arange(valid.n_seq) if tune_from == "train" else split_roles(valid.seq_ix, 0.5, 0)[1]
     np.testing.assert_array_equal(prep.report_idx, expect)
     np.testing.assert_array_equal(report_roles(valid.seq_ix, prep.info["split"]), prep.report_idx)
+
+
+@pytest.mark.parametrize("tune_from", ["valid", "train"])
+def test_sequence_roles_partition_each_file(tune_from):
+    """Every sequence of each file has exactly one role; the tune role lies in one file only."""
+    from lobsweep.data.splits import sequence_roles
+    train_ids, valid_ids = np.arange(100, 140), np.array([7, 3, 9, 1, 12, 5, 8, 2])
+    r = sequence_roles({"tune_frac": 0.5, "seed": 0, "tune_from": tune_from}, valid_ids, train_ids)
+    assert r.tune_file == tune_from
+    if tune_from == "valid":
+        assert sorted(np.concatenate([r.tune, r.report])) == list(range(8)) and len(r.tune) == 4
+        assert list(r.fit) == list(range(40))
+    else:
+        assert sorted(np.concatenate([r.tune, r.fit])) == list(range(40)) and len(r.tune) == 20
+        assert list(r.report) == list(range(8))
+    with pytest.raises(ValueError, match="train file"):
+        sequence_roles({"tune_frac": 0.5, "seed": 0, "tune_from": "train"}, valid_ids)

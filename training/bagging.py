@@ -29,7 +29,7 @@ import os
 import numpy as np
 
 from ..data.metric import score
-from ..data.splits import split_roles
+from ..data.splits import sequence_roles
 from ..errors import UserError
 from .bundle import Bundle, BundleError, load_bundle, save_bundle
 from .member import build_spec, model_config_dict
@@ -72,10 +72,9 @@ def pool_sequences(train, valid, pool: dict) -> tuple[np.ndarray, np.ndarray, np
     ``train``/``valid`` need only ``n_seq`` and ``seq_ix``. With ``pool["final"]`` the
     report indices are in the pool too (and are not an honest report).
     """
-    split = pool["split"]
-    tune_idx, report_idx = split_roles(valid.seq_ix, split["tune_frac"], split["seed"])
-    valid_pool = np.sort(np.concatenate([tune_idx, report_idx])) if pool["final"] else tune_idx
-    return np.arange(train.n_seq), valid_pool, report_idx
+    roles = sequence_roles(pool["split"], valid.seq_ix, train.seq_ix)
+    valid_pool = np.sort(np.concatenate([roles.tune, roles.report])) if pool["final"] else roles.tune
+    return roles.fit, valid_pool, roles.report
 
 
 def _pool(prep: Prepared, final: bool) -> tuple[Split, np.ndarray, np.ndarray]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data.loader import LobData, data_paths, load, load_oracle
-from ..data.splits import split_info, split_roles
+from ..data.splits import sequence_roles, split_info
 from ..errors import UserError
 from ..features import FeaturePipeline
 from .trainer import Split
@@ -102,12 +102,10 @@ def prepare(data_dir: str, features_spec: dict | None = None, *, tune_frac: floa
     valid = _cached_raw(paths["valid"], cache_dir)
     oracle = load_oracle(paths["oracle_valid"], valid) if os.path.exists(paths["oracle_valid"]) else None
 
-    fit_idx = np.arange(train.n_seq)
-    if tune_from == "train":
-        carved_tune, fit_idx = split_roles(train.seq_ix, tune_frac, split_seed)
-        tune_idx, report_idx = np.array([], dtype=np.int64), np.arange(valid.n_seq)
-    else:
-        tune_idx, report_idx = split_roles(valid.seq_ix, tune_frac, split_seed)
+    roles = sequence_roles(split_info(tune_frac, split_seed, tune_from), valid.seq_ix, train.seq_ix)
+    fit_idx, report_idx = roles.fit, roles.report
+    carved_tune = roles.tune if roles.tune_file == "train" else None
+    tune_idx = roles.tune if roles.tune_file == "valid" else np.array([], dtype=np.int64)
     if max_train_seqs and max_train_seqs < len(fit_idx):
         rng = np.random.default_rng(subsample_seed)
         fit_idx = np.sort(rng.choice(fit_idx, size=max_train_seqs, replace=False))

@@ -33,7 +33,7 @@ import time
 import numpy as np
 
 from ..data.metric import score
-from ..data.splits import row_roles, split_roles
+from ..data.splits import report_roles, row_roles
 from ..errors import UserError
 from ..progress import Stage, say
 from ..training.bundle import load_bundle
@@ -252,10 +252,7 @@ def _diversity_report(summary: dict, parent_run_id: str) -> None:
     bundles = [load_bundle(p) for p in summary["bundles"]]
     split = bundles[0].spec["data"]["split"]
     valid = load(os.path.join(summary["data_dir"], "valid.parquet"))
-    tune_idx, _ = split_roles(valid.seq_ix, split["tune_frac"], split["seed"])
-    _, is_tune = row_roles(valid.mask, tune_idx) if split.get("tune_from", "valid") == "valid" else \
-        (None, np.zeros(int(valid.mask.sum()), dtype=bool))
-    rep = ~is_tune
+    _, rep = row_roles(valid.mask, report_roles(valid.seq_ix, split))
     y = valid.Y[valid.mask][rep]
     P = np.stack([b.valid_pred[rep] for b in bundles], axis=1)           # [rows, M, 2]
     names = [b.name for b in bundles]
