@@ -98,7 +98,7 @@ def run_ensemble(*, checkpoints: str | None = None, from_mlflow: str | None = No
     ``precision``: the weight storage the zip will use; members cost what the engine measures in that mode.
     """
     from .. import tracking as trk
-    from ..submission.cost import member_cost_ms
+    from ..submission.cost import ensemble_cost_ms, member_costs
     if budget_minutes <= 0 or safety < 1:
         raise UserError(f"--budget-minutes must be > 0 and the safety factor >= 1, got {budget_minutes}, {safety}")
     paths = collect_bundles(checkpoints, from_mlflow, tracking_uri, run_dir)
@@ -113,7 +113,7 @@ def run_ensemble(*, checkpoints: str | None = None, from_mlflow: str | None = No
     if not members:
         raise UserError(f"no usable bundle among {len(paths)}; first problem: {rejected[0]['reason']}")
     rows = selection_rows(members, valid, split, data_dir)
-    costs = np.array([member_cost_ms(m.path, precision=precision) for m in members])
+    costs = member_costs([m.path for m in members], precision)
     budget = budget_from_minutes(budget_minutes, n_seq=n_seq_test, safety=safety)
     floor = floor_members(checkpoints, members)
     rep = select_ensemble(rows.P_tune, rows.Y_tune, rows.g_tune, rows.P_report, rows.Y_report, rows.g_report,
@@ -132,6 +132,8 @@ def run_ensemble(*, checkpoints: str | None = None, from_mlflow: str | None = No
             "selected_on": rows.selected_on, "tune_score": used_row["tune_cv_mean"],
             "honest_report": rows.honest, "report": used_row, "table": rep.table(),
             "budget_ms_per_step": float(budget), "cost_ms_per_step": float(costs[keep].sum()),
+            "measured_ms_per_step": ensemble_cost_ms([members[i].path for i in keep], weights=W_keep,
+                                                     precision=precision),
             "budget_minutes": budget_minutes, "safety": safety, "precision": precision, "rejected": rejected,
             "data": {"valid_fingerprint": valid.fingerprint, "split": split, "data_dir": data_dir},
             "fraction_of_oracle": (used_row["mean"] / oracle["mean"]) if oracle else None,
@@ -209,7 +211,8 @@ def log_ensemble(spec: dict, spec_path: str, summary: dict, tracking_uri, run_di
         rep = spec["report"]
         metrics = {"tune_mean": spec["tune_score"],
                    "report_t0": rep["t0"], "report_t1": rep["t1"], "report_mean": rep["mean"],
-                   "ms_per_step": spec["cost_ms_per_step"], "n_members": len(spec["members"])}
+                   "ms_per_step": spec["cost_ms_per_step"], "measured_ms_per_step": spec["measured_ms_per_step"],
+                   "n_members": len(spec["members"])}
         if spec.get("fraction_of_oracle") is not None:
             metrics["fraction_of_oracle"] = spec["fraction_of_oracle"]
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})

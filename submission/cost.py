@@ -1,11 +1,12 @@
 """Streaming cost of members and ensembles in the packaged engine (ms per step, one thread).
 
-``member_cost_ms(bundle, precision=...)`` times a one-member engine (its feature
-pipeline, its model step and the combine: what that member costs alone in a zip whose
-weights are stored in ``precision``) and caches the result in the bundle as
-``latency.json`` (float32) or ``latency-<precision>.json``; the ensemble stage sums these, which
-over-counts shared pipelines and the fixed per-row work, so the sum is an upper
-bound. ``ensemble_cost_ms(bundles)`` times the fused engine for the whole set.
+The cost model (the one the ensemble selects under): a member costs what a one-member
+engine measures for it (``member_cost_ms``: its feature pipeline, its model step and the
+combine, in a zip whose weights are stored in ``precision``), cached in the bundle as
+``latency.json`` (float32) or ``latency-<precision>.json``; a set of members costs the sum
+(``member_costs``). The sum counts shared pipelines and the fixed per-row work once per
+member, so it bounds from above what ``ensemble_cost_ms`` measures for the fused engine of
+the whole set; the ensemble stage records both for the set it chose.
 
 The zip's engine decodes float16 and int8 weights to float32 once at load and computes
 in float32, so those three modes cost about the same per step; ``int8-ort`` steps GRU
@@ -128,6 +129,11 @@ def member_cost_ms(bundle_dir: str, steps: int = 3000, refresh: bool = False, pr
         if os.path.exists(tmp):
             os.remove(tmp)
     return float(timing["ms_per_step"])
+
+
+def member_costs(bundle_dirs: list[str], precision: str = "float32") -> np.ndarray:
+    """Each member's cost (ms per step) alone in the packaged engine: the additive cost model."""
+    return np.array([member_cost_ms(p, precision=precision) for p in bundle_dirs], dtype=np.float64)
 
 
 def cost_metrics(bundle_dir: str) -> dict:

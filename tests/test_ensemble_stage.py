@@ -44,6 +44,9 @@ def test_spec_table_and_honest_roles(pool, tmp_path):
     W = np.array(spec["weights"])
     assert W.shape == (len(spec["members"]), 2) and np.allclose(W.sum(0), 1) and (W >= 0).all()
     assert spec["cost_ms_per_step"] <= spec["budget_ms_per_step"]
+    costs = [json.load(open(os.path.join(m, "latency.json")))["ms_per_step"] for m in spec["members"]]
+    assert spec["cost_ms_per_step"] == pytest.approx(sum(costs))          # the cost model: the members' sum
+    assert spec["measured_ms_per_step"] > 0                               # and the fused engine, measured
     assert spec["fraction_of_oracle"] is not None
     assert spec["method"] in ("uniform", "greedy", "weighted")
     if spec["method"] != spec["chosen"]:
