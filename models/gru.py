@@ -52,6 +52,8 @@ class GRUModel(RecurrentBody):
     """Stacked GRU -> norm -> head; streaming state is the L hidden vectors."""
 
     Config = GRUConfig
+    # the smallest config that still runs every code path (tests, smoke runs): tiny_hparams()
+    TINY = dict(hidden=8, layers=2, norm="layer", head="mlp", head_hidden=6)
     rnn_class = nn.GRU
 
     def init_state(self, batch: int, device=None, dtype=None) -> dict[str, torch.Tensor]:

@@ -57,6 +57,8 @@ class GRUAttentionModel(RecurrentBody):
     """Stacked GRU -> residual window attention -> norm -> head."""
 
     Config = GRUAttentionConfig
+    # the smallest config that still runs every code path (tests, smoke runs): tiny_hparams()
+    TINY = dict(hidden=8, layers=1, heads=2, window=5, norm="rms", head_hidden=6)
 
     rnn_class = nn.GRU
 

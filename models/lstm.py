@@ -46,6 +46,8 @@ class LSTMModel(RecurrentBody):
     """Stacked LSTM -> norm -> head; streaming state is the L (h, c) pairs."""
 
     Config = LSTMConfig
+    # the smallest config that still runs every code path (tests, smoke runs): tiny_hparams()
+    TINY = dict(hidden=8, layers=2, norm="rms", head="linear", input_proj=False)
     rnn_class = nn.LSTM
 
     def init_state(self, batch: int, device=None, dtype=None) -> dict[str, torch.Tensor]:

@@ -33,11 +33,18 @@ def register_model(name: str):
         config_cls = getattr(cls, "Config", None)
         if config_cls is None or not dataclasses.is_dataclass(config_cls):
             raise TypeError(f"model family {name!r} needs a nested Config dataclass")
+        if not isinstance(getattr(cls, "TINY", None), dict):
+            raise TypeError(f"model family {name!r} needs TINY, a dict of small hyperparameters for tests")
         cls.family = name
         _REGISTRY[name] = cls
         return cls
 
     return decorate
+
+
+def tiny_hparams(name: str) -> dict:
+    """Small hyperparameters of family ``name`` that still exercise every code path (tests, smoke runs)."""
+    return dict(_family(name).TINY)
 
 
 def list_models() -> list[str]:

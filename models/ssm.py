@@ -171,6 +171,8 @@ class SSMModel(nn.Module):
     """in_proj -> L selective-SSM blocks -> norm_f -> head."""
 
     Config = SSMConfig
+    # the smallest config that still runs every code path (tests, smoke runs): tiny_hparams()
+    TINY = dict(hidden=8, layers=2, expand=2, heads=2, d_state=4, d_conv=3, norm="rms", head_hidden=6)
 
     def __init__(self, config: SSMConfig):
         super().__init__()

@@ -99,6 +99,8 @@ class TransformerModel(nn.Module):
     """in_proj -> L pre-norm window-attention blocks -> norm_f -> head."""
 
     Config = TransformerConfig
+    # the smallest config that still runs every code path (tests, smoke runs): tiny_hparams()
+    TINY = dict(hidden=8, layers=2, heads=2, window=7, mlp_ratio=2, norm="layer", head_hidden=6)
 
     def __init__(self, config: TransformerConfig):
         super().__init__()

@@ -45,16 +45,13 @@ import os
 
 import numpy as np
 
-from .engine_blocks import SSMGroup, TransformerGroup
-from .engine_ops import DTYPE
-from .engine_rnn import GRUAttentionGroup, GRUGroup, LSTMGroup
+from . import engine_blocks, engine_rnn  # noqa: F401  (their @engine_block classes register in BLOCKS)
+from .engine_ops import BLOCKS, DTYPE
 from .engine_ort_run import attach, externals
 from .engine_weights import decode
 
 FORMAT = "lobsweep.submission/1"
 VERSION = "numpy-fused/1"       # changes when the engine's cost model changes (cost.py caches by it)
-GROUPS = {"gru": GRUGroup, "lstm": LSTMGroup, "gru_attention": GRUAttentionGroup,
-          "transformer": TransformerGroup, "ssm": SSMGroup}
 
 
 class FusedEngine:
@@ -82,8 +79,8 @@ class FusedEngine:
 
         keyed: dict[str, list[int]] = {}
         for i, m in enumerate(members):
-            if m["family"] not in GROUPS:
-                raise ValueError(f"model family {m['family']!r} has no streaming engine; known: {sorted(GROUPS)}")
+            if m["family"] not in BLOCKS:
+                raise ValueError(f"model family {m['family']!r} has no streaming engine; known: {sorted(BLOCKS)}")
             n_in, width = int(m["config"]["n_features"]), widths[m["pipeline"]]
             if n_in != width:
                 raise ValueError(f"member {i}: model reads {n_in} features, its pipeline makes {width}")
@@ -92,7 +89,7 @@ class FusedEngine:
         self.groups, self.inputs, self.group_weights = [], [], []
         for idx in keyed.values():
             first = members[idx[0]]
-            self.groups.append(GROUPS[first["family"]](first["config"], [params[i] for i in idx]))
+            self.groups.append(BLOCKS[first["family"]](first["config"], [params[i] for i in idx]))
             pipes = {members[i]["pipeline"] for i in idx}
             if len(pipes) == 1:
                 self.inputs.append(self.slices[pipes.pop()])

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .engine_ops import (DTYPE, WindowAttention, gelu_tanh, head, linear, make_head, make_norm, norm, silu,
-                         softplus, stack, stacked_linear)
+from .engine_ops import (DTYPE, WindowAttention, engine_block, gelu_tanh, head, linear, make_head, make_norm,
+                         norm, silu, softplus, stack, stacked_linear)
 
 
 class _Blocks:
@@ -39,6 +39,7 @@ class _Blocks:
         return int(sum(p["w"].nbytes for p in self._linears()))
 
 
+@engine_block("transformer")
 class TransformerGroup(_Blocks):
     """Pre-norm window-attention blocks; state: per layer k, v rings [M, nh, W, dh], shared pos."""
 
@@ -79,6 +80,7 @@ class TransformerGroup(_Blocks):
         return super().weight_bytes() + sum(layer["attn"].weight_bytes() for layer in self.layers)
 
 
+@engine_block("ssm")
 class SSMGroup(_Blocks):
     """Mamba-2-style mixer blocks (models/ssm.py): scalar decay per SSM head.
 

@@ -19,6 +19,20 @@ from __future__ import annotations
 import numpy as np
 
 DTYPE = np.float32
+
+# Each model family's streaming block, by the family's registered name (models/registry.py):
+# ``@engine_block("gru")`` on the group class in engine_rnn.py or engine_blocks.py.
+BLOCKS: dict[str, type] = {}
+
+
+def engine_block(family: str):
+    """Class decorator: the fused streaming step of model family ``family``."""
+    def register(cls):
+        if family in BLOCKS:
+            raise ValueError(f"model family {family!r} has two engine blocks")
+        BLOCKS[family] = cls
+        return cls
+    return register
 _GELU_C = float(np.sqrt(2.0 / np.pi))
 
 

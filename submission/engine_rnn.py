@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .engine_ops import DTYPE, WindowAttention, head, linear, make_head, make_norm, norm, sigmoid, stack
+from .engine_ops import DTYPE, WindowAttention, engine_block, head, linear, make_head, make_norm, norm, sigmoid, stack
 
 
 def _first_layer(params: list[dict], input_proj: bool) -> dict:
@@ -61,6 +61,7 @@ class _Recurrent:
         return int(sum(a.nbytes for a in arrays))
 
 
+@engine_block("gru")
 class GRUGroup(_Recurrent):
     """models/gru.py: stacked GRU layers -> norm -> head. State h [L, M, H]."""
 
@@ -79,6 +80,7 @@ class GRUGroup(_Recurrent):
         return head(self.head, norm(self.norm, top)) if need else None
 
 
+@engine_block("lstm")
 class LSTMGroup(_Recurrent):
     """models/lstm.py: stacked LSTM layers -> norm -> head. State h, c [L, M, H]."""
 
@@ -101,6 +103,7 @@ class LSTMGroup(_Recurrent):
         return head(self.head, norm(self.norm, self.h[-1])) if need else None
 
 
+@engine_block("gru_attention")
 class GRUAttentionGroup(GRUGroup):
     """models/gru_attention.py: GRU top state g; y = head(norm(g + attn(attn_norm(g))))."""
 

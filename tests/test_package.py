@@ -26,20 +26,13 @@ from lobsweep.data.contract import FEATURE_COLS, WARMUP
 from lobsweep.data.loader import load
 from lobsweep.data.synth import write_dataset
 from lobsweep.features import forward_fill
-from lobsweep.models import list_models
+from lobsweep.models import list_models, tiny_hparams
 from lobsweep.submission import cost
 from lobsweep.submission.package import PackageError, offline_predictions, package, read_manifest
 from lobsweep.submission.scorer import score_zip
 from lobsweep.training.member import train_member
 
 TOL = 1e-4
-TINY = {
-    "gru": {"hidden": 16, "layers": 2, "head_hidden": 8},
-    "lstm": {"hidden": 12, "layers": 2, "head": "linear", "norm": "rms", "input_proj": False},
-    "gru_attention": {"hidden": 16, "layers": 1, "heads": 2, "window": 8, "head_hidden": 8},
-    "transformer": {"hidden": 16, "layers": 2, "heads": 2, "window": 8, "mlp_ratio": 2, "head_hidden": 8},
-    "ssm": {"hidden": 16, "layers": 2, "d_state": 4, "expand": 2, "heads": 2, "head_hidden": 8},
-}
 OTHER_FEATURES = {"book": {"levels": 2}, "trade": {"intensity_halflife": 10.0}}
 TRAIN = {"epochs": 1, "batch_size": 8, "device": "cpu"}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,7 +56,8 @@ def members(data_dir, tmp_path_factory) -> dict[str, str]:
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("pkg-bundles")
     out = {}
-    jobs = [(f, f, TINY[f], None) for f in list_models()] + [("gru_b", "gru", TINY["gru"], OTHER_FEATURES)]
+    jobs = [(f, f, tiny_hparams(f), None) for f in list_models()] + [("gru_b", "gru", tiny_hparams("gru"),
+                                                                      OTHER_FEATURES)]
     for seed, (name, family, hp, feats) in enumerate(jobs):
         b = train_member(data_dir, family, str(root / name), hparams=hp, train_cfg=TRAIN, features_spec=feats,
                          seed=seed, prepare_kwargs={"max_train_seqs": 8})
@@ -75,10 +69,16 @@ def streamed(zip_path, valid_path) -> np.ndarray:
     return score_zip(zip_path, valid_path, progress=False)["predictions"]
 
 
+def test_every_registered_family_has_its_engine_block_by_name():
+    from lobsweep.submission import engine
+    from lobsweep.submission.engine_ops import BLOCKS
+    assert engine.BLOCKS is BLOCKS and sorted(BLOCKS) == list_models()
+    assert BLOCKS["gru_attention"].__name__ == "GRUAttentionGroup"
+
+
 # ---------------------------------------------------------------- parity
 @pytest.mark.parametrize("family", list_models())
 def test_zip_streams_the_offline_predictions_of_every_family(family, members, valid_path, tmp_path):
-    assert family in TINY, f"add a tiny config for the new family {family!r}"
     z = str(tmp_path / "one.zip")
     package([members[family]], z)
     P, ref = streamed(z, valid_path), offline_predictions([members[family]])
