@@ -35,31 +35,10 @@ import re
 from dataclasses import dataclass, field
 
 from ..errors import UserError
+from ..search_spaces import space_modules
 
-SMOKE_SPACES = {
-    "gru": {"hidden": {"type": "choice", "values": [16, 32]},
-            "layers": {"type": "choice", "values": [1]},
-            "head_hidden": {"type": "choice", "values": [16]}},
-    "lstm": {"hidden": {"type": "choice", "values": [16, 32]},
-             "layers": {"type": "choice", "values": [1]},
-             "head_hidden": {"type": "choice", "values": [16]}},
-    "gru_attention": {"hidden": {"type": "choice", "values": [16, 32]},
-                      "layers": {"type": "choice", "values": [1]},
-                      "heads": {"type": "choice", "values": [2]},
-                      "window": {"type": "choice", "values": [16, 32]},
-                      "head_hidden": {"type": "choice", "values": [16]}},
-    "transformer": {"hidden": {"type": "choice", "values": [16, 32]},
-                    "layers": {"type": "choice", "values": [1, 2]},
-                    "heads": {"type": "choice", "values": [2]},
-                    "window": {"type": "choice", "values": [16, 32]},
-                    "mlp_ratio": {"type": "choice", "values": [2]},
-                    "head_hidden": {"type": "choice", "values": [16]}},
-    "ssm": {"hidden": {"type": "choice", "values": [16, 32]},
-            "layers": {"type": "choice", "values": [1, 2]},
-            "d_state": {"type": "choice", "values": [4, 8]},
-            "heads": {"type": "choice", "values": [2]},
-            "head_hidden": {"type": "choice", "values": [16]}},
-}
+# each family's smoke space lives in its search_spaces/<family>.py (SMOKE)
+SMOKE_SPACES = {fam: mod.SMOKE for fam, mod in space_modules().items() if hasattr(mod, "SMOKE")}
 SMOKE_TRAIN_SPACE = {
     "lr": {"type": "float", "low": 1e-3, "high": 6e-3, "log": True},
     "batch_size": {"type": "choice", "values": [16, 32]},

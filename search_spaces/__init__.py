@@ -38,6 +38,15 @@ def family_space(family: str) -> dict:
     return copy.deepcopy(mod.SPACE)
 
 
+def space_modules() -> dict:
+    """{family: module} for every ``search_spaces/<family>.py``: plain data, ``SPACE`` (the sweep's
+    model space), ``DEFAULT`` (recipe ``default-<family>``) and ``SMOKE`` (the smoke profile's space)."""
+    import pkgutil
+    shared = {"adapter", "common", "dims", "recipes"}
+    return {m.name: importlib.import_module(f"{__name__}.{m.name}")
+            for m in pkgutil.iter_modules(__path__) if m.name not in shared}
+
+
 def common_space() -> dict:
     """A copy of the shared optimiser / loss / training-window space."""
     return copy.deepcopy(common.SPACE)
@@ -90,5 +99,5 @@ def split_config(config: dict, family: str | None = None) -> tuple[str, dict, di
     return family, model, train
 
 
-__all__ = ["SpaceError", "check_dim", "check_space", "common_space", "family_space", "list_spaces",
+__all__ = ["SpaceError", "check_dim", "check_space", "common_space", "family_space", "list_spaces", "space_modules",
            "split_config", "sweep_space"]

@@ -9,3 +9,19 @@ SPACE = {
     "head": {"type": "choice", "values": ["linear", "mlp"]},
     "head_hidden": {"type": "choice", "values": [32, 64, 128]},
 }
+
+
+# lob-sweep's starting point for this family: recipe ``default-gru`` (search_spaces/recipes.py adds
+# the training options every default shares, DEFAULT_TRAIN, and z-normalised raw inputs).
+DEFAULT = {
+    "about": "lob-sweep's GRU default: 3x96, input projection, linear head, combo loss, cosine",
+    "model": {"hidden": 96, "layers": 3, "input_proj": True, "norm": "none", "head": "linear"},
+    "train": {},
+}
+
+# The ``smoke`` profile's space (flows/profiles.py): the whole chain in seconds.
+SMOKE = {
+    "hidden": {"type": "choice", "values": [16, 32]},
+    "layers": {"type": "choice", "values": [1]},
+    "head_hidden": {"type": "choice", "values": [16]},
+}

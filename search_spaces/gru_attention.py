@@ -15,3 +15,22 @@ SPACE = {
     "head": {"type": "choice", "values": ["linear", "mlp"]},
     "head_hidden": {"type": "choice", "values": [32, 64, 128]},
 }
+
+
+# lob-sweep's starting point for this family: recipe ``default-gru_attention`` (search_spaces/recipes.py adds
+# the training options every default shares, DEFAULT_TRAIN, and z-normalised raw inputs).
+DEFAULT = {
+    "about": "lob-sweep's GRU+attention default: 2x64 GRU, 4 heads over a 64-step window, combo loss",
+    "model": {"hidden": 64, "layers": 2, "window": 64, "heads": 4,
+              "norm": "layer", "head": "mlp", "head_hidden": 64},
+    "train": {},
+}
+
+# The ``smoke`` profile's space (flows/profiles.py): the whole chain in seconds.
+SMOKE = {
+    "hidden": {"type": "choice", "values": [16, 32]},
+    "layers": {"type": "choice", "values": [1]},
+    "heads": {"type": "choice", "values": [2]},
+    "window": {"type": "choice", "values": [16, 32]},
+    "head_hidden": {"type": "choice", "values": [16]},
+}

@@ -13,3 +13,19 @@ SPACE = {
     "head": {"type": "choice", "values": ["linear", "mlp"]},
     "head_hidden": {"type": "choice", "values": [32, 64, 128]},
 }
+
+
+# lob-sweep's starting point for this family: recipe ``default-lstm`` (search_spaces/recipes.py adds
+# the training options every default shares, DEFAULT_TRAIN, and z-normalised raw inputs).
+DEFAULT = {
+    "about": "lob-sweep's LSTM default: 3x80 (4 gates: about the 3x96 GRU's size), combo loss, cosine",
+    "model": {"hidden": 80, "layers": 3, "input_proj": True, "norm": "none", "head": "linear"},
+    "train": {},
+}
+
+# The ``smoke`` profile's space (flows/profiles.py): the whole chain in seconds.
+SMOKE = {
+    "hidden": {"type": "choice", "values": [16, 32]},
+    "layers": {"type": "choice", "values": [1]},
+    "head_hidden": {"type": "choice", "values": [16]},
+}

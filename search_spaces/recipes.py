@@ -79,50 +79,23 @@ RECIPES = {
                   "epochs": 30, "patience": 12, "crop_len": 0, "grad_clip": 1.0},
         "features": RAW,
     },
-    "default-gru": {
-        "family": "gru",
-        "about": "lob-sweep's GRU default: 3x96, input projection, linear head, combo loss, cosine",
-        "model": {"hidden": 96, "layers": 3, "input_proj": True, "norm": "none", "head": "linear"},
-        "train": {"loss": "combo", "pearson_coef": 0.5, "lr": 2e-3, "weight_decay": 1e-2, "schedule": "cosine",
-                  "batch_size": 32, "epochs": 12, "patience": 4, "crop_len": 0},
-        "features": ZNORM,
-    },
-    "default-lstm": {
-        "family": "lstm",
-        "about": "lob-sweep's LSTM default: 3x80 (4 gates: about the 3x96 GRU's size), combo loss, cosine",
-        "model": {"hidden": 80, "layers": 3, "input_proj": True, "norm": "none", "head": "linear"},
-        "train": {"loss": "combo", "pearson_coef": 0.5, "lr": 2e-3, "weight_decay": 1e-2, "schedule": "cosine",
-                  "batch_size": 32, "epochs": 12, "patience": 4, "crop_len": 0},
-        "features": ZNORM,
-    },
-    "default-gru_attention": {
-        "family": "gru_attention",
-        "about": "lob-sweep's GRU+attention default: 2x64 GRU, 4 heads over a 64-step window, combo loss",
-        "model": {"hidden": 64, "layers": 2, "window": 64, "heads": 4, "norm": "layer", "head": "mlp",
-                  "head_hidden": 64},
-        "train": {"loss": "combo", "pearson_coef": 0.5, "lr": 2e-3, "weight_decay": 1e-2, "schedule": "cosine",
-                  "batch_size": 32, "epochs": 12, "patience": 4, "crop_len": 0},
-        "features": ZNORM,
-    },
-    "default-transformer": {
-        "family": "transformer",
-        "about": "lob-sweep's windowed transformer default: 3 layers of 64, 64-step windows (190-step field)",
-        "model": {"hidden": 64, "layers": 3, "window": 64, "heads": 4, "mlp_ratio": 4, "norm": "layer",
-                  "head": "mlp", "head_hidden": 64},
-        "train": {"loss": "combo", "pearson_coef": 0.5, "lr": 1e-3, "weight_decay": 1e-2, "schedule": "cosine",
-                  "batch_size": 32, "epochs": 12, "patience": 4, "crop_len": 0},
-        "features": ZNORM,
-    },
-    "default-ssm": {
-        "family": "ssm",
-        "about": "lob-sweep's SSM default: 4 layers of 64, d_state 16, 8 heads, combo loss, cosine",
-        "model": {"hidden": 64, "layers": 4, "d_state": 16, "expand": 2, "d_conv": 4, "heads": 8, "norm": "rms",
-                  "head": "linear"},
-        "train": {"loss": "combo", "pearson_coef": 0.5, "lr": 2e-3, "weight_decay": 1e-2, "schedule": "cosine",
-                  "batch_size": 32, "epochs": 12, "patience": 4, "crop_len": 0},
-        "features": ZNORM,
-    },
 }
+
+
+# What every ``default-<family>`` recipe trains with; a family's DEFAULT["train"] overrides it.
+DEFAULT_TRAIN = {"loss": "combo", "pearson_coef": 0.5, "lr": 2e-3, "weight_decay": 1e-2, "schedule": "cosine",
+                 "batch_size": 32, "epochs": 12, "patience": 4, "crop_len": 0}
+
+
+def _family_defaults() -> dict:
+    """``default-<family>`` for every family whose space module holds a DEFAULT."""
+    from . import space_modules
+    return {f"default-{fam}": {"family": fam, "about": mod.DEFAULT["about"], "model": dict(mod.DEFAULT["model"]),
+                               "train": {**DEFAULT_TRAIN, **mod.DEFAULT.get("train", {})}, "features": ZNORM}
+            for fam, mod in space_modules().items() if hasattr(mod, "DEFAULT")}
+
+
+RECIPES.update(_family_defaults())
 
 
 def list_recipes(family: str | None = None) -> list[str]:

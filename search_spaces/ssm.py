@@ -16,3 +16,22 @@ SPACE = {
     "head": {"type": "choice", "values": ["linear", "mlp"]},
     "head_hidden": {"type": "choice", "values": [32, 64, 128]},
 }
+
+
+# lob-sweep's starting point for this family: recipe ``default-ssm`` (search_spaces/recipes.py adds
+# the training options every default shares, DEFAULT_TRAIN, and z-normalised raw inputs).
+DEFAULT = {
+    "about": "lob-sweep's SSM default: 4 layers of 64, d_state 16, 8 heads, combo loss, cosine",
+    "model": {"hidden": 64, "layers": 4, "d_state": 16, "expand": 2,
+              "d_conv": 4, "heads": 8, "norm": "rms", "head": "linear"},
+    "train": {},
+}
+
+# The ``smoke`` profile's space (flows/profiles.py): the whole chain in seconds.
+SMOKE = {
+    "hidden": {"type": "choice", "values": [16, 32]},
+    "layers": {"type": "choice", "values": [1, 2]},
+    "d_state": {"type": "choice", "values": [4, 8]},
+    "heads": {"type": "choice", "values": [2]},
+    "head_hidden": {"type": "choice", "values": [16]},
+}
