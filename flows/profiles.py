@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 from ..errors import UserError
 from ..search_spaces import space_modules
+from ..submission.precision import check_precision
 
 # each family's smoke space lives in its search_spaces/<family>.py (SMOKE)
 SMOKE_SPACES = {fam: mod.SMOKE for fam, mod in space_modules().items() if hasattr(mod, "SMOKE")}
@@ -214,7 +215,7 @@ def resolve(profile: str = "demo", *, data_dir: str | None = None, run_dir: str 
         check(name, _pos)
     check("budget_minutes", _pos, optional=False)
     check("safety", _pos, optional=False, minimum=1.0, strict=False)
-    check_precision_param(p["ensemble"]["precision"])
+    check_precision(p["ensemble"]["precision"], "parameter precision")
     hpo, fs, rt, ens = p["hpo"], p["feature_search"], p["retrain"], p["ensemble"]
     hpo["grace_period"] = min(int(hpo["grace_period"]), hpo["max_epochs"])
     check_settings({**hpo, "max_concurrent": None, "scheduler": "asha", "searcher": "tpe"})
@@ -231,15 +232,9 @@ def resolve(profile: str = "demo", *, data_dir: str | None = None, run_dir: str 
                     seed=_int("seed", seed, minimum=0), time_budget_s=budget_s)
 
 
-def check_precision_param(precision) -> str:
-    from ..submission.engine_weights import PRECISIONS
-    _need(precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    return precision
-
-
 def check_ensemble(checkpoints: str | None, budget_minutes: float, safety: float, precision: str = "float32") -> None:
     """The ensemble-only flows' parameters."""
-    check_precision_param(precision)
+    check_precision(precision, "parameter precision")
     _need(isinstance(checkpoints, str) and os.path.isdir(checkpoints),
           f"checkpoints must be a folder of bundles, got {checkpoints!r}")
     _pos("budget_minutes", budget_minutes, optional=False)

@@ -25,8 +25,9 @@ from prefect import flow, get_run_logger
 from .. import progress
 from . import tasks
 from .budget import ADOPT_SHARES, SHARES, Plan
+from ..submission.precision import check_precision
 from .identity import bundles_identity, data_identity
-from .profiles import (Settings, check_data_dir, check_endpoints, check_ensemble, check_precision_param, check_run_dir,
+from .profiles import (Settings, check_data_dir, check_endpoints, check_ensemble, check_run_dir,
                        resolve)
 
 
@@ -267,7 +268,7 @@ def package_flow(spec_path: str, run_dir: str | None = None, precision: str = "f
         raise UserError(f"spec_path {spec_path}: no such ensemble spec file")
     rd = check_run_dir(run_dir)
     os.makedirs(rd, exist_ok=True)
-    check_precision_param(precision)
+    check_precision(precision, "parameter precision")
     run = Run(None, rd, "", data_dir=check_data_dir(data_dir))
     return step_package(run, {"spec_path": os.path.abspath(spec_path), "digest": file_digest(spec_path)}, precision)
 

@@ -30,7 +30,6 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from ..data.loader import data_paths, load
 from ..data.metric import score
@@ -71,9 +70,10 @@ class MemberGate:
         return self.score - self.score32 if not self.problem else float("inf")
 
 
-def check_precision(precision: str) -> str:
+def check_precision(precision: str, what: str = "--precision") -> str:
+    """``precision`` when it is a weight precision the zip knows; else one line naming ``what`` was given."""
     if precision not in PRECISIONS:
-        raise UserError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+        raise UserError(f"{what} {precision!r}: precision must be one of {', '.join(PRECISIONS)}")
     return precision
 
 
@@ -93,6 +93,8 @@ def gate_data(data_dir: str | None, bundles) -> GateData:
 
 def _predict(bundle, state_dicts: list[dict], X: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """float64 [rows, 2]: the mean of the models' batch forwards with ``state_dicts`` (numpy arrays)."""
+    import torch
+
     from ..models import create_model
     from ..training.trainer import predict
     out = 0.0

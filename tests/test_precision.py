@@ -245,7 +245,7 @@ def test_fallback_keeps_the_failing_member_in_float32_and_the_rest_compact(membe
 def test_gate_without_a_dataset_is_one_line_and_float32_needs_none(members, tmp_path):
     with pytest.raises(UserError, match="--data .*no valid.parquet"):
         package([members["gru"]], str(tmp_path / "z.zip"), precision="int8", data_dir=str(tmp_path / "nowhere"))
-    with pytest.raises(UserError, match="choose one of float32, float16, int8"):
+    with pytest.raises(UserError, match="precision must be one of float32, float16, int8"):
         package([members["gru"]], str(tmp_path / "z.zip"), precision="int4")
     assert os.listdir(tmp_path) == []
     package([members["gru"]], str(tmp_path / "z.zip"), data_dir=str(tmp_path / "nowhere"))    # no gate to run
