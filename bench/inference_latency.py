@@ -63,7 +63,8 @@ from lobsweep.features import FeaturePipeline  # noqa: E402
 from lobsweep.models import create_model  # noqa: E402
 from lobsweep.submission.cost import sample_rows, time_engine  # noqa: E402
 from lobsweep.submission.engine_ort import ORTEngine  # noqa: E402
-from lobsweep.submission.package import engine_from_bundles, package  # noqa: E402
+from lobsweep.submission.assemble import engine_from_bundles  # noqa: E402
+from lobsweep.submission.package import package  # noqa: E402
 from lobsweep.training.bundle import load_bundle, save_bundle  # noqa: E402
 from lobsweep.training.member import train_member  # noqa: E402
 

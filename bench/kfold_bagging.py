@@ -45,7 +45,7 @@ from lobsweep.data.synth import write_dataset  # noqa: E402
 from lobsweep.ensemble.selection import tune_gain  # noqa: E402
 from lobsweep.ensemble.stage import run_ensemble  # noqa: E402
 from lobsweep.submission.cost import time_engine  # noqa: E402
-from lobsweep.submission.package import engine_from_bundles, offline_predictions  # noqa: E402
+from lobsweep.submission.assemble import engine_from_bundles, offline_predictions  # noqa: E402
 from lobsweep.features import FeaturePipeline  # noqa: E402
 from lobsweep.models import create_model  # noqa: E402
 from lobsweep.training.bagging import train_bagged_member  # noqa: E402

@@ -31,7 +31,7 @@ import time
 import numpy as np
 
 from .engine import VERSION
-from .package import engine_from_bundles
+from .assemble import engine_from_bundles
 from .precision import check_precision
 
 LATENCY_FILE = "latency.json"

@@ -204,7 +204,7 @@ class ORTEngine:
     """A FusedEngine whose GRU groups step through onnxruntime (features and the combine stay numpy).
 
     The bench's view of both graphs (float32 or int8); what a zip of ``--precision int8-ort`` runs is
-    ``package.engine_from_bundles(..., precision="int8-ort")``. Same interface as FusedEngine for the
+    ``assemble.engine_from_bundles(..., precision="int8-ort")``. Same interface as FusedEngine for the
     benches: ``reset``, ``features``, ``step``.
     """
 

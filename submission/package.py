@@ -17,20 +17,14 @@ official score on the report rows of a dataset within 1e-4 of its float32 score,
 the ensemble's too. A member that fails is refused, or stored in float32 with
 ``fallback``; the manifest records each member's ``precision``.
 
-A bagged member (K fold models, training/bagging.py) is written as K engine
-models of weight w/K each, so the fused step averages them; the manifest's
-``fold`` field names them, and its reference is the bag's own ``valid_pred.npy``
-(the K-model average), which the K entries reproduce.
-
-Members whose weights are 0 for both targets are left out (they would cost time
-and bytes and add nothing). The reference the zip must match is
-``offline_predictions``: the per-target weighted average of the members'
-``valid_pred.npy`` (batch forward), times ``post_scale``.
+How members become the engine a zip runs (bagged members as K models, the
+layout, the batch reference it must match) is assemble.py. Members whose
+weights are 0 for both targets are left out (they would cost time and bytes
+and add nothing).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import os
@@ -39,14 +33,12 @@ import zipfile
 
 import numpy as np
 
-from ..errors import UserError, read_json
-from ..features import FeaturePipeline
-from ..models import get_config_class
-from ..models.registry import build_config
-from ..training.bundle import Bundle, load_bundle
+from ..errors import read_json
+from ..training.bundle import Bundle
+from .assemble import (PackageError, build_engine, check_post_scale, check_weights, engine_layout, expand_bags,
+                       load_members, member_names, offline_predictions, ort_engine)
 from .engine import FORMAT, FusedEngine
-from .engine_ort_run import attach, externals
-from .engine_weights import decode, encode, round_trip
+from .engine_weights import encode
 from .precision import STREAM_SEQS, TOLERANCE, Gate, check_precision, gate_data, stream_gate
 
 MAX_ZIP_BYTES = 20_000_000            # the scorer's limit: "20 MB", decimal
@@ -55,142 +47,6 @@ ENGINE_FILES = ("engine.py", "engine_ops.py", "engine_rnn.py", "engine_blocks.py
                 "engine_ort_run.py")
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _ZIP_DATE = (2020, 1, 1, 0, 0, 0)      # fixed timestamps: the same inputs give the same bytes
-
-
-class PackageError(UserError):
-    """The members, weights or size of a package are not acceptable."""
-
-
-def _bundles(members) -> list[Bundle]:
-    if not members:
-        raise PackageError("no members to package")
-    return [m if isinstance(m, Bundle) else load_bundle(str(m)) for m in members]
-
-
-def check_weights(weights, n_members: int) -> np.ndarray:
-    """float64 [M, 2]: uniform when None; else finite, >= 0, each column summing to 1."""
-    if weights is None:
-        return np.full((n_members, 2), 1.0 / n_members)
-    w = np.asarray(weights, dtype=np.float64)
-    if w.shape != (n_members, 2):
-        raise PackageError(f"weights must be [n_members, 2] = [{n_members}, 2], got shape {list(w.shape)}")
-    if not np.isfinite(w).all() or (w < 0).any():
-        raise PackageError("weights must be finite and non-negative")
-    sums = w.sum(axis=0)
-    if not np.allclose(sums, 1.0, atol=1e-6):
-        raise PackageError(f"each weight column must sum to 1, got t0 {sums[0]:.6g}, t1 {sums[1]:.6g}")
-    return w
-
-
-def _check_post_scale(post_scale) -> np.ndarray:
-    s = np.asarray(post_scale, dtype=np.float64).reshape(-1)
-    if s.shape != (2,) or not np.isfinite(s).all():
-        raise PackageError(f"post_scale must be two finite numbers, got {list(np.ravel(post_scale))}")
-    return s
-
-
-def _expand(bundles: list[Bundle], w: np.ndarray):
-    """One engine model per plain member, K per bagged member, each of those with weight ``w / K``:
-    the engine's weighted sum then averages a bag's K models inside the fused step.
-    Returns (bundle per model, float32 arrays per model, weights [n_models, 2], fold per model,
-    member index per model)."""
-    out_b, arrays, ws, folds, owner = [], [], [], [], []
-    for i, (b, wi) in enumerate(zip(bundles, w)):
-        sets = b.state_dicts()
-        for j, sd in enumerate(sets):
-            out_b.append(b)
-            arrays.append({k: v.detach().cpu().float().numpy() for k, v in sd.items()})
-            ws.append(wi / len(sets))
-            folds.append(j if "bag" in b.spec else -1)
-            owner.append(i)
-    return out_b, arrays, np.asarray(ws, dtype=np.float64).reshape(-1, 2), folds, owner
-
-
-def _layout(bundles: list[Bundle]) -> tuple[list[str], list[dict]]:
-    """Distinct pipeline JSON strings, and each member's engine entry (family, config, pipeline).
-
-    Configs are rebuilt through the model registry (types coerced, defaults filled), so equal
-    models group together in the engine whatever their spec.json spelled.
-    """
-    pipelines, index, members = [], {}, []
-    for b in bundles:
-        key = json.dumps(b.spec["features"], sort_keys=True)
-        if key not in index:
-            index[key] = len(pipelines)
-            pipelines.append(key)
-        family = b.spec["family"]
-        config = dataclasses.asdict(build_config(family, get_config_class(family), b.spec["config"]))
-        members.append({"family": family, "config": config, "pipeline": index[key]})
-    return pipelines, members
-
-
-def _names(bundles: list[Bundle]) -> list[str]:
-    """Bundle directory names, or full paths where two names clash."""
-    short = [b.name for b in bundles]
-    return [b.name if short.count(b.name) == 1 else b.path for b in bundles]
-
-
-def _engine(layout: list[dict], arrays: list[dict], pipelines: list[str], w, scale, fuse: bool = True):
-    try:
-        return FusedEngine(layout, arrays, [FeaturePipeline.from_json(p) for p in pipelines], w, scale, fuse=fuse)
-    except (ValueError, KeyError) as exc:
-        raise PackageError(f"cannot build the streaming engine: {exc}") from None
-
-
-def engine_from_bundles(members, weights=None, post_scale=(1.0, 1.0), fuse: bool = True,
-                        precision: str = "float32") -> FusedEngine:
-    """The packaged engine, built in-process straight from bundles (costs, benches, tests), with the
-    weights a zip of ``precision`` computes with (every member in that mode, no gate; int8-ort: its GRU
-    groups step through the onnxruntime int8 graphs the zip carries)."""
-    bundles = _bundles(members)
-    models, arrays, w, _, _ = _expand(bundles, check_weights(weights, len(bundles)))
-    pipelines, layout = _layout(models)
-    scale = _check_post_scale(post_scale)
-    if check_precision(precision) == "int8-ort":
-        return ort_engine(layout, arrays, pipelines, w, scale, fuse)[0]
-    return _engine(layout, _round_trip(arrays, precision), pipelines, w, scale, fuse)
-
-
-def _round_trip(arrays: list[dict], precision: str) -> list[dict]:
-    try:
-        return [round_trip(a, precision) for a in arrays]
-    except ValueError as exc:
-        raise PackageError(f"cannot store the weights in {precision}: {exc}") from None
-
-
-def ort_engine(layout: list[dict], arrays: list[dict], pipelines: list[str], w, scale, fuse: bool = True):
-    """What an int8-ort zip runs: (the engine, {member indices: (graph bytes, external refs)} of its GRU
-    groups, each model's arrays as stored). The graphs leave the per-member int8 matrices external
-    (engine_ort.ship_graph): the .npz holds them once, for both paths."""
-    try:
-        from .engine_ort import group_graphs, ship_graph
-        import onnx  # noqa: F401
-    except ImportError:
-        raise PackageError("--precision int8-ort builds its onnxruntime graphs with the onnx package, which "
-                           "is not installed here (pip install onnx), or use --precision int8") from None
-    try:
-        stored = [encode(a, "int8-ort") for a in arrays]
-    except ValueError as exc:
-        raise PackageError(f"cannot store the weights in int8-ort: {exc}") from None
-    # graphs from the float32 weights: quantize_dynamic rounds the per-member matrices exactly as the .npz's
-    # int8 (per output row, max |w| / 127; ship_graph then uses the .npz's), and the folded first layer once
-    # (folding decoded int8 weights and quantising again moved the score twice as much)
-    graphs = {idx: ship_graph(g, [stored[i] for i in idx])
-              for idx, g in group_graphs(_engine(layout, arrays, pipelines, w, scale, fuse)).items()}
-    engine = _engine(layout, [decode(s) for s in stored], pipelines, w, scale, fuse)
-    attach(engine, {idx: (g, externals(refs, [stored[i] for i in idx])) for idx, (g, refs) in graphs.items()})
-    return engine, graphs, stored
-
-
-def offline_predictions(members, weights=None, post_scale=(1.0, 1.0)) -> np.ndarray:
-    """float64 [rows, 2]: sum_m weights[m, j] * valid_pred_m[:, j] * post_scale[j]."""
-    bundles = _bundles(members)
-    w = check_weights(weights, len(bundles))
-    shapes = {b.valid_pred.shape for b in bundles}
-    if len(shapes) != 1:
-        raise PackageError(f"members predict different valid files (valid_pred shapes {sorted(shapes)})")
-    P = np.stack([b.valid_pred.astype(np.float64) for b in bundles], axis=1)  # [rows, M, 2]
-    return (P * w[None]).sum(axis=1) * _check_post_scale(post_scale)
 
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
@@ -277,19 +133,19 @@ def package(members: list[str], out_zip: str, weights: np.ndarray | None = None,
     Over ``max_bytes`` (compressed zip bytes) nothing is written and PackageError names the members to drop.
     """
     check_precision(precision)
-    bundles = _bundles(members)
+    bundles = load_members(members)
     w = check_weights(weights, len(bundles))
-    scale = _check_post_scale(post_scale)
+    scale = check_post_scale(post_scale)
     keep = [i for i in range(len(bundles)) if w[i].any()]
-    skipped = [_names(bundles)[i] for i in range(len(bundles)) if i not in keep]
+    skipped = [member_names(bundles)[i] for i in range(len(bundles)) if i not in keep]
     bundles, w = [bundles[i] for i in keep], w[keep]
     n_members = len(bundles)
-    short = dict(zip((b.path for b in bundles), _names(bundles)))
+    short = dict(zip((b.path for b in bundles), member_names(bundles)))
     member_bundles = bundles
-    bundles, arrays, w_models, folds, owner = _expand(bundles, w)    # a bagged member streams as its K fold models
+    bundles, arrays, w_models, folds, owner = expand_bags(bundles, w)    # a bagged member streams as its K fold models
     names = [short[b.path] + (f"#fold{j}" if j >= 0 else "") for b, j in zip(bundles, folds)]
-    pipelines, layout = _layout(bundles)
-    engine32 = _engine(layout, arrays, pipelines, w_models, scale)   # a bad family or shape fails before writing
+    pipelines, layout = engine_layout(bundles)
+    engine32 = build_engine(layout, arrays, pipelines, w_models, scale)   # a bad family or shape fails before writing
     out_zip = os.path.abspath(str(out_zip))
     out_dir = os.path.dirname(out_zip)
     if not os.path.isdir(out_dir):

@@ -28,7 +28,8 @@ from lobsweep.data.synth import write_dataset
 from lobsweep.features import forward_fill
 from lobsweep.models import list_models, tiny_hparams
 from lobsweep.submission import cost
-from lobsweep.submission.package import PackageError, offline_predictions, package, read_manifest
+from lobsweep.submission.assemble import offline_predictions
+from lobsweep.submission.package import PackageError, package, read_manifest
 from lobsweep.submission.scorer import score_zip
 from lobsweep.training.member import train_member
 

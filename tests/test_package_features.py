@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from lobsweep.data.synth import write_dataset
-from lobsweep.submission.package import offline_predictions, package
+from lobsweep.submission.assemble import offline_predictions
+from lobsweep.submission.package import package
 from lobsweep.submission.scorer import score_zip
 from lobsweep.training.member import train_member
 

@@ -26,7 +26,8 @@ from lobsweep.errors import UserError
 from lobsweep.submission import cost
 from lobsweep.submission.engine_weights import SCALE_SUFFIX, decode, encode, round_trip
 from lobsweep.data.metric import score
-from lobsweep.submission.package import PackageError, engine_from_bundles, package, read_manifest
+from lobsweep.submission.assemble import engine_from_bundles
+from lobsweep.submission.package import PackageError, package, read_manifest
 from lobsweep.submission.precision import PrecisionError, _predict, gate_data, stream_predictions
 from lobsweep.submission.scorer import score_zip
 from lobsweep.training.bundle import load_bundle, save_bundle
