@@ -8,7 +8,7 @@ local valid data), and against this pool:
 - its role split (tune fraction, seed, where tune comes from) must equal the
   pool's, since a member that early-stopped on what this pool calls report
   would leak the report split into every decision made with it;
-- a bagged member (k-fold, ``bagging.py``) must also have been trained on the
+- a bagged member (k-fold, ``training/bagging.py``) must also have been trained on the
   local train file with the fold assignment its K and fold seed give on this
   data, else it is rejected saying what differs;
 - its ``valid_pred.npy`` must be what its weights predict (a bag: its K models'

@@ -1,6 +1,6 @@
 """Search dimensions shared by every family: optimiser, loss and training window.
 
-Keys are ``TrainConfig`` fields (training/trainer.py). ``crop_len`` is the
+Keys are ``TrainConfig`` fields (training/config.py). ``crop_len`` is the
 sequence-length ablation: 0 trains on whole 1000-step sequences, otherwise on
 random crops whose first ``burn_in`` steps only warm the recurrent state.
 Every ``crop_len`` value here is larger than every ``burn_in`` value, so any

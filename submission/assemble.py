@@ -1,10 +1,10 @@
 """Members into the streaming engine a zip runs, in-process, and the batch reference it must match.
 
 - ``check_weights``: per-target member weights [M, 2] (uniform when none).
-- ``_expand``: a bagged member (K fold models, training/bagging.py) becomes K engine
+- ``expand_bags``: a bagged member (K fold models, training/bagging.py) becomes K engine
   models of weight w/K each, so the fused step averages them; its reference is the
   bag's own ``valid_pred.npy`` (the K-model average), which the K entries reproduce.
-- ``_layout``: the distinct feature pipelines and each model's engine entry.
+- ``engine_layout``: the distinct feature pipelines and each model's engine entry.
 - ``engine_from_bundles``: the engine a zip of a given precision runs, built here
   (costs, benches, tests, the precision gate); ``ort_engine`` for int8-ort.
 - ``offline_predictions``: what the zip must stream, the per-target weighted average of

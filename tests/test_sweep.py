@@ -315,7 +315,7 @@ def test_time_budget_stops_cleanly_and_keeps_finished_trials(ray_local, data_dir
     trial_dirs = {d for d in os.listdir(os.path.join(out["sweep_dir"], "ray", "joint"))
                   if os.path.isdir(os.path.join(out["sweep_dir"], "ray", "joint", d))}
     assert trial_dirs == {r["trial_id"] for r in recs} and len(recs) >= 4, (trial_dirs, len(recs))
-    assert out["seconds"] < budget + 25
+    assert out["seconds"] < budget + 30
     assert {r["family"] for r in recs} <= {"gru", "lstm"}
     done = [r for r in recs if r["status"] == "completed" or r["status"].startswith("stopped_at_epoch_")]
     assert done, "no trial finished inside the budget"
@@ -347,7 +347,7 @@ def test_budgeted_trials_anneal_by_the_deadline_and_none_is_lost(ray_local, data
                     max_epochs=1000, grace_period=1000, time_budget_s=budget, max_concurrent=2,
                     spaces={"gru": space}, recipes=False, train_fixed={"patience": 1000}, track=False)
     recs = out["records"]
-    assert len(recs) == 2 and out["seconds"] < budget + 25      # one epoch in flight at the deadline, then teardown
+    assert len(recs) == 2 and out["seconds"] < budget + 30      # one epoch in flight at the deadline, then teardown
     board = load_leaderboard(out["leaderboard"])
     assert {e["trial_id"] for e in board["overall"]} == {r["trial_id"] for r in recs}
     for r in recs:

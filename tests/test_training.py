@@ -356,5 +356,7 @@ def test_micro_batch_size_keeps_a_pass_under_the_limit():
     n = micro_batch_size(model, x, 64, limit_mb)
     assert n in (9, 10, 11) and n * one <= 1.1 * limit_mb * 2**20
     assert micro_batch_size(model, x, 64, 0) == 64 and micro_batch_size(model, x, 4, limit_mb) == 4
+    big = torch.randn(400, 400, 5)                     # a view of a large training array counts as its rows
+    assert saved_bytes(model, big[:2]) == pytest.approx(saved_bytes(model, big[:2].clone()), rel=0.02)
     with pytest.raises(UserError, match="step_memory_mb"):
         TrainConfig.from_dict({"step_memory_mb": -1})

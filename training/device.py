@@ -53,15 +53,18 @@ def amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:
 def saved_bytes(model: torch.nn.Module, xb: torch.Tensor, amp: torch.dtype | None = None) -> int:
     """Bytes of the tensors autograd keeps for backward in one training forward of ``xb``.
 
-    Counted with ``saved_tensors_hooks``, each storage once. On a GPU or a CPU this is
-    what a batch holds from its forward until its backward ends (transients come and go),
-    so it is what grows with batch size and sequence length.
+    Counted with ``saved_tensors_hooks``, each storage once, leaving out the storages that
+    exist anyway: the parameters and the input's (``xb`` may be a view of the whole training
+    array). On a GPU or a CPU this is what a batch holds from its forward until its backward
+    ends (transients come and go), so it is what grows with batch size and sequence length.
     """
+    owned = {p.untyped_storage().data_ptr() for p in model.parameters()} | {xb.untyped_storage().data_ptr()}
     seen: dict[int, int] = {}
 
     def pack(t: torch.Tensor):
         s = t.untyped_storage()
-        seen[s.data_ptr()] = s.nbytes()
+        if s.data_ptr() not in owned:
+            seen[s.data_ptr()] = s.nbytes()
         return t
 
     state = torch.random.get_rng_state()

@@ -18,6 +18,13 @@ then instead of being cut at a high LR; such a run is not bit-reproducible.
 With ``ema_decay`` > 0 an EMA of the weights (averaging.py) is what
 gets scored, kept as the best weights and saved; the raw weights only train.
 
+Memory: ``step_memory_mb`` bounds what one forward keeps for backward. Before
+the first epoch a probe measures that per sequence (device.py ``saved_bytes``)
+on two training sequences; a batch that would keep more trains as micro-batches
+whose gradients add up, each weighted by its share of the batch's trained rows.
+That is exact for ``mse``; the |y|-weighted and Pearson losses are normalised
+within each micro-batch, so for them it approximates the whole batch's loss.
+
 A ``Trainer`` is resumable: ``state_dict()`` holds weights, optimiser,
 scheduler, history and the best weights, and every epoch's randomness is
 derived from (seed, epoch), so a trial restored from a checkpoint continues
@@ -166,7 +173,7 @@ class Trainer:
         self.best_weights = None
         self.swa_sum = None
         self.swa_n = 0
-        sample = self.Xt[: min(2, len(train)), : (cfg.crop_len or self.Xt.shape[1])].to(self.device)
+        sample = self.Xt[: min(2, len(train)), : (cfg.crop_len or self.Xt.shape[1])].to(self.device).clone()
         self.micro = micro_batch_size(self.model.train(), sample, cfg.batch_size, cfg.step_memory_mb, self.amp)
         if self.micro < cfg.batch_size:
             log.info("batches of %d sequences train as micro-batches of %d (step_memory_mb=%g)",

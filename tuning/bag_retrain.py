@@ -2,7 +2,7 @@
 
 The same jobs as the multi-seed retrain (``retrain_plan.plan_jobs``: top-K configs
 per family, S seeds each), but each job trains one bagged member of K fold
-models (``bagging.py``). All bags of one run share one fold assignment (one
+models (``training/bagging.py``). All bags of one run share one fold assignment (one
 fold seed), so the ensemble stage can select on their out-of-fold rows.
 
 Reduced: bags train one after another in this process (``threads`` torch

@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, callable, callable]] = {}
 
 
 def command(name: str, help: str):
-    """Register ``fn(args)``; the decorated function's ``.args`` adds its arguments."""
+    """Register ``fn(args)`` as command ``name``; ``@arguments(configure)`` beneath it adds its arguments."""
     def wrap(fn):
         COMMANDS[name] = (help, fn, getattr(fn, "configure", lambda p: None))
         return fn
