@@ -32,6 +32,11 @@ def _rank_key(seq_ix: np.ndarray, seed: int) -> np.ndarray:
     return h
 
 
+def _ids(seq_ix_or_n) -> np.ndarray:
+    """Sequence ids in file order, or 0..n-1 for a count."""
+    return np.arange(seq_ix_or_n) if np.isscalar(seq_ix_or_n) else np.asarray(seq_ix_or_n)
+
+
 def split_roles(seq_ix_or_n, tune_frac: float = DEFAULT_TUNE_FRAC,
                 seed: int = DEFAULT_SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
     """Split valid sequences into (tune_idx, report_idx), sorted index arrays.
@@ -41,7 +46,7 @@ def split_roles(seq_ix_or_n, tune_frac: float = DEFAULT_TUNE_FRAC,
     """
     if not 0.0 < tune_frac < 1.0:
         raise UserError(f"tune fraction must be in (0, 1), got {tune_frac}")
-    ids = np.arange(seq_ix_or_n) if np.isscalar(seq_ix_or_n) else np.asarray(seq_ix_or_n)
+    ids = _ids(seq_ix_or_n)
     n = len(ids)
     if n < 2:
         raise UserError(f"need at least 2 sequences to split into tune/report roles, got {n}")
@@ -58,10 +63,6 @@ class Roles:
     tune: np.ndarray         # sequences of the tune role, in ``tune_file``
     report: np.ndarray       # valid-file sequences only ever reported on
     tune_file: str           # "valid", or "train" when the tune role is carved from train
-
-
-def _ids(seq_ix_or_n) -> np.ndarray:
-    return np.arange(seq_ix_or_n) if np.isscalar(seq_ix_or_n) else np.asarray(seq_ix_or_n)
 
 
 def sequence_roles(split: dict, valid_ids, train_ids=None) -> Roles:
