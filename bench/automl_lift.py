@@ -17,7 +17,10 @@ budget B, in one run on the same machine, one after the other:
 - **baseline**: ``lobsweep train --family gru`` with every default, on raw
   features, given B as its time limit (``--train-set time_limit_s=B`` and
   epochs enough to fill it; early stopping as by default), then
-  ``lobsweep package`` as a one-member zip.
+  ``lobsweep package`` as a one-member zip. With ``--baseline-seeds K`` it is
+  trained K times (seeds 0..K-1, each its own run of budget B), and the lift
+  is against the mean of their scores: one default GRU's early stopping moves
+  its score by more than the lift grows with B, so one draw is not a baseline.
 
 Both zips are scored step by step on held-out sequences that neither saw (a
 test file generated with another seed from the same generator, with its
@@ -81,6 +84,14 @@ def cli(*args: str, log: str) -> tuple[str, float]:
     return r.stdout, time.time() - t0
 
 
+def source_commit() -> str:
+    """The checkout's commit, with ``+dirty`` when the library differs from it."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    git = lambda *a: subprocess.run(["git", *a], cwd=here, capture_output=True, text=True).stdout.strip()  # noqa: E731
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def make_data(root: str, variant: str, n_train: int, n_valid: int, n_test: int, seed: int) -> tuple[str, str]:
     from lobsweep.data.synth import write_dataset
     data, test = os.path.join(root, "data"), os.path.join(root, "test")
@@ -96,32 +107,60 @@ def score(zip_path: str, test: str) -> dict:
                      oracle_path=os.path.join(test, "oracle_valid.parquet"), progress=False)
 
 
-def lift_ci(test: str, a: dict, b: dict) -> dict:
-    """Paired sequence-bootstrap CI of score(a) - score(b) on the test rows."""
+def lift_ci(test: str, a: dict, bs: list[dict], n_boot: int = 1000, level: float = 0.95) -> dict:
+    """score(a) minus the mean score of the baselines ``bs`` on the test rows, with a paired
+    sequence-bootstrap CI: every zip is scored on the same resampled sequences."""
     import pandas as pd
-    from lobsweep.ensemble.selection import tune_gain
+    from lobsweep.data.metric import score as metric
+    from lobsweep.ensemble.bootstrap import bootstrap_scores
     df = pd.read_parquet(os.path.join(test, "valid.parquet"), columns=["seq_ix", "need_prediction", "t0", "t1"])
     rows = df[df["need_prediction"]]
-    y = rows[["t0", "t1"]].to_numpy(np.float64)
-    return tune_gain(y, a["predictions"], b["predictions"], rows["seq_ix"].to_numpy(), n_boot=1000, level=0.95)
+    y, groups = rows[["t0", "t1"]].to_numpy(np.float64), rows["seq_ix"].to_numpy()
+    point = metric(y, a["predictions"])["mean"] - np.mean([metric(y, b["predictions"])["mean"] for b in bs])
+    diff = (bootstrap_scores(y, a["predictions"], groups, n_boot, 0)[:, 2]
+            - np.mean([bootstrap_scores(y, b["predictions"], groups, n_boot, 0)[:, 2] for b in bs], axis=0))
+    lo = (1.0 - level) / 2
+    return {"gain": float(point), "lo": float(np.quantile(diff, lo)), "hi": float(np.quantile(diff, 1 - lo)),
+            "level": level}
 
 
-def run_case(root: str, data: str, test: str, budget: str, seconds: float) -> dict:
+def run_case(root: str, data: str, test: str, budget: str, seconds: float, seeds: int) -> dict:
     log = os.path.join(root, f"log-{budget}.txt")
     out, fs_wall = cli("full-search", "--data", data, "--run-dir", os.path.join(root, f"runs-{budget}"),
                        "--time-budget", budget, log=log)
     fs_zip = re.search(r"^zip: (.+?) \(\d+ members", out, re.M).group(1)
-    bundle = os.path.join(root, f"baseline-{budget}")
-    _, train_wall = cli("train", "--family", "gru", "--data", data, "--out", bundle, "--no-mlflow",
-                        "--epochs", "1000", "--train-set", f"time_limit_s={seconds}", log=log)
-    base_zip = os.path.join(root, f"baseline-{budget}.zip")
-    _, pkg_wall = cli("package", "--members", bundle, "--out", base_zip, "--precision", "float32", log=log)
+    base = []
+    for seed in range(seeds):
+        bundle = os.path.join(root, f"baseline-{budget}-s{seed}")
+        _, train_wall = cli("train", "--family", "gru", "--data", data, "--out", bundle, "--no-mlflow",
+                            "--seed", str(seed), "--epochs", "1000", "--train-set", f"time_limit_s={seconds}", log=log)
+        base_zip = os.path.join(root, f"baseline-{budget}-s{seed}.zip")
+        _, pkg_wall = cli("package", "--members", bundle, "--out", base_zip, "--precision", "float32", log=log)
+        base.append((base_zip, train_wall + pkg_wall))
     load = os.getloadavg()[1]             # 5-minute load average after both arms: another job would show here
-    a, b = score(fs_zip, test), score(base_zip, test)
+    a, bs = score(fs_zip, test), [score(z, test) for z, _ in base]
+    oracle = [b.get("oracle_fraction") for b in bs]
     return {"budget": budget, "full_search": a["weighted_pearson"], "full_search_oracle": a.get("oracle_fraction"),
-            "full_search_wall_s": fs_wall, "baseline": b["weighted_pearson"],
-            "baseline_oracle": b.get("oracle_fraction"), "baseline_wall_s": train_wall + pkg_wall,
-            "lift": lift_ci(test, a, b), "load5": load}
+            "full_search_wall_s": fs_wall, "baseline": float(np.mean([b["weighted_pearson"] for b in bs])),
+            "baseline_oracle": None if None in oracle else float(np.mean(oracle)),
+            "baseline_wall_s": float(np.mean([w for _, w in base])),
+            "baseline_seeds": [b["weighted_pearson"] for b in bs], "stages": stages_of(out),
+            "lift": lift_ci(test, a, bs), "load5": load}
+
+
+def stages_of(out: str) -> dict:
+    """The run's time-budget table (planned / allotted / spent per stage) and what its stages did."""
+    rows = re.findall(r"^(feature-search|hpo|retrain|finish)\s+(\S+)\s+(\S+)\s+(\S+)\s*$", out, re.M)
+    info = {st: {"planned": p, "allotted": a, "spent": sp} for st, p, a, sp in rows}
+    m = re.search(r"^trials: (.+)$", out, re.M)
+    info["trials"] = m.group(1) if m else None
+    m = re.search(r"search stagnated at (\S+)", out)
+    info["stagnated_at"] = m.group(1) if m else None
+    m = re.search(r"^chosen on tune: .*$", out, re.M)
+    info["ensemble"] = m.group(0) if m else None
+    m = re.search(r"^zip: .*\((\d+) members", out, re.M)
+    info["members"] = int(m.group(1)) if m else None
+    return info
 
 
 def main() -> int:
@@ -134,12 +173,14 @@ def main() -> int:
     ap.add_argument("--n-valid", type=int, default=64)
     ap.add_argument("--n-test", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--baseline-seeds", type=int, default=3, help="default-GRU runs per case; the lift is vs their mean")
     ap.add_argument("--work", default=None)
     ap.add_argument("--out", default="bench/results")
     args = ap.parse_args()
     work = args.work or tempfile.mkdtemp(prefix="automl-lift-")
     os.makedirs(work, exist_ok=True)
-    print(f"library snapshot: {snapshot_library(work)}", flush=True)
+    commit = source_commit()
+    print(f"library snapshot: {snapshot_library(work)} (commit {commit})", flush=True)
     cases = ([tuple(c.split(":")) for c in args.cases.split(",")] if args.cases else
              [(v, b) for v in args.datasets.split(",") for b in args.budgets.split(",")])
     done_path = os.path.join(work, "results.jsonl")
@@ -150,7 +191,7 @@ def main() -> int:
         root = os.path.join(work, variant)
         os.makedirs(root, exist_ok=True)
         data, test = make_data(root, variant, args.n_train, args.n_valid, args.n_test, args.seed)
-        r = {"dataset": variant, **run_case(root, data, test, budget, parse_duration(budget))}
+        r = {"dataset": variant, "commit": commit, **run_case(root, data, test, budget, parse_duration(budget), args.baseline_seeds)}
         results.append(r)
         with open(done_path, "a") as fh:
             fh.write(json.dumps(r, default=float) + "\n")
@@ -165,14 +206,19 @@ def write_table(results: list[dict], args) -> None:
              "", f"{args.n_train} train / {args.n_valid} valid sequences; scored on {args.n_test} held-out test "
              "sequences (another seed, same generator); 2-core CPU machine; load5 is the 5-minute load "
              "average after both arms (2.0 = both cores busy, more = something else ran too).", "",
-             "| dataset | B | full-search | (oracle %) | wall s | default GRU | (oracle %) | wall s | lift | 95% CI | load5 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "The default GRU's score is the mean over its seeds (each a run of budget B); the lift and its "
+             "paired sequence-bootstrap CI are against that mean.", "",
+             "| dataset | B | full-search | (oracle %) | wall s | default GRU, mean | (oracle %) | seeds | wall s | "
+             "lift | 95% CI | load5 | commit |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
         lines.append(f"| {r['dataset']} | {r['budget']} | {r['full_search']:.4f} | {pct(r['full_search_oracle'])} | "
                      f"{r['full_search_wall_s']:.0f} | {r['baseline']:.4f} | {pct(r['baseline_oracle'])} | "
+                     f"{' / '.join(f'{v:.4f}' for v in r.get('baseline_seeds', [r['baseline']]))} | "
                      f"{r['baseline_wall_s']:.0f} | {r['lift']['gain']:+.4f} | "
-                     f"[{r['lift']['lo']:+.4f}, {r['lift']['hi']:+.4f}] | {r.get('load5', float('nan')):.2f} |")
+                     f"[{r['lift']['lo']:+.4f}, {r['lift']['hi']:+.4f}] | {r.get('load5', float('nan')):.2f} | "
+                     f"{r.get('commit', '-')} |")
     table = "\n".join(lines)
     print(table, flush=True)
     os.makedirs(args.out, exist_ok=True)

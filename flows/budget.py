@@ -4,15 +4,20 @@
 FLAML's ``time_budget``). A ``Plan`` splits it by shares that are printed at the
 start and recorded in MLflow:
 
-    feature-search 15%   hpo 45%   retrain 30%   finish 10% (ensemble, package, score, MLflow)
+    finish (ensemble, package, score, MLflow): 5% of the budget, at least 30 s
+    the rest: feature-search 15 : hpo 45 : retrain 35 (adopt: 15 : 60 : 20)
 
-Shares are re-applied to the time actually left each time a stage starts
-(``allot``), so whatever a stage did not use passes to the stages after it,
-and a stage that overran takes it from them. The stages that train
-(feature search, HPO, retrain) stop at their allotment; finishing is short and
-bounded by the size of the report split. The end-to-end overrun is bounded by
-one epoch of the slowest trial still running when a deadline passes plus the
-finishing stages, which is what ``TOLERANCE`` states.
+Finishing does not grow with the budget (it is bounded by the report split and
+the member count), so it is a reserve, not a share of what is left: at 5
+minutes it keeps 30 s (it used 9 to 28 s in bench/results/automl_lift.md), at
+20 minutes 60 s. The training stages' shares are re-applied to the time
+actually left, less that reserve, each time a stage starts (``allot``), so
+whatever a stage did not use passes to the stages after it (a search that
+stagnates hands its time to retraining, which fills it with seeds), and a stage
+that overran takes it from them. The training stages stop at their allotment.
+The end-to-end overrun is bounded by one epoch of the slowest trial still
+running when a deadline passes plus finishing beyond its reserve, which is
+what ``TOLERANCE`` states.
 """
 
 from __future__ import annotations
@@ -22,11 +27,14 @@ import time
 from dataclasses import dataclass, field
 
 from ..errors import UserError
+from ..progress import clock
 
-SHARES = {"feature-search": 0.15, "hpo": 0.45, "retrain": 0.30, "finish": 0.10}
+SHARES = {"feature-search": 0.15, "hpo": 0.45, "retrain": 0.35, "finish": 0.05}
 # when retrain adopts the sweep's best trials as members (the budgeted presets), the trials are
 # where the members are trained, so the HPO takes most of what retraining from scratch needed
-ADOPT_SHARES = {"feature-search": 0.15, "hpo": 0.60, "retrain": 0.15, "finish": 0.10}
+ADOPT_SHARES = {"feature-search": 0.15, "hpo": 0.60, "retrain": 0.20, "finish": 0.05}
+FINISH = "finish"
+FINISH_MIN_S = 30.0         # the finishing reserve is FINISH's share of the budget, at least this
 TOLERANCE = 0.15            # documented overrun: the run ends within budget * (1 + TOLERANCE)
 _UNITS = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h)?\s*$")
@@ -58,19 +66,35 @@ class Plan:
     allotted: dict = field(default_factory=dict)
     spent: dict = field(default_factory=dict)
 
-    def planned(self) -> dict:
-        """What each stage would get if every stage spent exactly its share."""
+    def reserve(self) -> float:
+        """Seconds kept for finishing: its share of the budget, at least ``FINISH_MIN_S``."""
+        if FINISH not in self.shares:
+            return 0.0
         total = sum(self.shares.values())
-        return {st: self.total_s * sh / total for st, sh in self.shares.items()}
+        return min(self.total_s, max(self.total_s * self.shares[FINISH] / total, FINISH_MIN_S))
+
+    def planned(self) -> dict:
+        """What each stage would get if every stage spent exactly its plan: the finishing reserve,
+        and the training stages' shares of the rest."""
+        train = {st: sh for st, sh in self.shares.items() if st != FINISH}
+        rest = self.total_s - self.reserve()
+        return {st: (self.reserve() if st == FINISH else rest * self.shares[st] / sum(train.values()))
+                for st in self.shares}
 
     def left(self) -> float:
         return self.total_s - (time.time() - self.started)
 
     def allot(self, stage: str) -> float:
-        """Seconds for ``stage`` now: its share of the time left among the stages not yet run."""
+        """Seconds for ``stage`` now: finishing gets all that is left; a training stage gets its
+        share, among the training stages not yet run, of the time left less the finishing reserve."""
         pending = [st for st in self.shares if st not in self.spent and st != stage]
-        weight = self.shares[stage] / (self.shares[stage] + sum(self.shares[st] for st in pending))
-        seconds = max(self.left() * weight, 1.0)
+        if stage == FINISH:
+            seconds = max(self.left(), 1.0)
+        else:
+            reserve = self.reserve() if FINISH in pending else 0.0
+            train = [st for st in pending if st != FINISH]
+            weight = self.shares[stage] / (self.shares[stage] + sum(self.shares[st] for st in train))
+            seconds = max((self.left() - reserve) * weight, 1.0)
         self.allotted[stage] = seconds
         return seconds
 
@@ -83,25 +107,19 @@ class Plan:
         self.allotted[stage] = 0.0
 
     def header(self) -> str:
-        parts = ", ".join(f"{st} {100 * sh / sum(self.shares.values()):.0f}% ({_mmss(s)})"
-                          for (st, sh), s in zip(self.shares.items(), self.planned().values()))
-        return (f"time budget {_mmss(self.total_s)} (ends within +{100 * TOLERANCE:.0f}%): {parts}; "
+        parts = ", ".join(f"{st} {100 * s / self.total_s:.0f}% ({clock(s)})" for st, s in self.planned().items())
+        return (f"time budget {clock(self.total_s)} (ends within +{100 * TOLERANCE:.0f}%): {parts}; "
                 f"what a stage leaves passes on")
 
     def table(self) -> str:
         rows = [f"{'stage':<16}{'planned':>9}{'allotted':>10}{'spent':>8}"]
         for st, p in self.planned().items():
             a, s = self.allotted.get(st), self.spent.get(st)
-            rows.append(f"{st:<16}{_mmss(p):>9}{_mmss(a) if a is not None else '-':>10}"
-                        f"{_mmss(s) if s is not None else '-':>8}")
-        rows.append(f"{'total':<16}{_mmss(self.total_s):>9}{'':>10}{_mmss(time.time() - self.started):>8}")
+            rows.append(f"{st:<16}{clock(p):>9}{clock(a) if a is not None else '-':>10}"
+                        f"{clock(s) if s is not None else '-':>8}")
+        rows.append(f"{'total':<16}{clock(self.total_s):>9}{'':>10}{clock(time.time() - self.started):>8}")
         return "\n".join(rows)
 
     def record(self) -> dict:
         return {"total_s": self.total_s, "tolerance": TOLERANCE, "shares": self.shares, "planned_s": self.planned(),
                 "allotted_s": self.allotted, "spent_s": self.spent, "elapsed_s": time.time() - self.started}
-
-
-def _mmss(seconds: float) -> str:
-    s = int(round(max(seconds, 0)))
-    return f"{s // 60}:{s % 60:02d}"

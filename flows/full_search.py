@@ -32,7 +32,8 @@ def full_search(data_dir: str | None = None, profile: str = "demo", run_dir: str
                 budget_minutes: float | None = None, safety: float | None = None, resources: str | None = None,
                 ray_address: str | None = None, tracking_uri: str | None = None, feature_search: bool = True,
                 score: bool = True, seed: int = 0, folds: int | None = None,
-                time_budget: str | None = None, precision: str | None = None) -> dict:
+                time_budget: str | None = None, precision: str | None = None,
+                stagnation: float | None = None) -> dict:
     """The whole modelling loop. None keeps the profile's value (profiles.py).
 
     ``time_budget`` ("5m", "2h", seconds) shares one wall-clock budget out over the stages (budget.py).
@@ -42,7 +43,7 @@ def full_search(data_dir: str | None = None, profile: str = "demo", run_dir: str
                 seed=seed, num_samples=num_samples, max_epochs=max_epochs, hpo_budget_s=hpo_budget_s,
                 max_train_seqs=max_train_seqs, feature_samples=feature_samples, feature_budget_s=feature_budget_s,
                 top_k=top_k, seeds=seeds, retrain_epochs=retrain_epochs, budget_minutes=budget_minutes,
-                safety=safety, folds=folds, time_budget=time_budget, precision=precision)
+                safety=safety, folds=folds, time_budget=time_budget, precision=precision, stagnation=stagnation)
     say(f"full-search, profile {s.profile}")
     run = start(s)
     fs = step_feature_search(run)

@@ -66,16 +66,20 @@ PROFILES = {
         # family's recipes first; ASHA stops the weak early; the cap on trials is never reached in 5 min
         "hpo": {"num_samples": 64, "max_epochs": 16, "grace_period": 1, "reduction_factor": 3.0,
                 "time_budget_s": None, "max_train_seqs": None, "top_k": 2, "train_fixed": {},
-                "recipes": True, "joint": True},
-        # the best trials are members as they are (adopt); seeds of the best configs fill the share
-        "retrain": {"top_k": 2, "seeds": 2, "max_epochs": None, "adopt": True},
+                "recipes": True, "joint": True,
+                # no new trials once the best has not risen for the last half of the time gone (after
+                # half the HPO's share): the time passes to seeds (tuning/stagnation.py)
+                "stagnation": 0.5},
+        # the best trials are members as they are (adopt); seeds of the best configs fill the
+        # share, up to 8 per config
+        "retrain": {"top_k": 2, "seeds": 8, "max_epochs": None, "adopt": True},
         "ensemble": {"budget_minutes": 60.0, "safety": 2.0, "precision": "float32"},
         "resources": "cpu=1",
     },
     "full": {
         "time_budget": None,
         "feature_search": {"num_samples": 48, "max_epochs": 4, "max_train_seqs": 2048, "time_budget_s": 7200.0},
-        "hpo": {"num_samples": 64, "max_epochs": 30, "grace_period": 3, "reduction_factor": 3.0,
+        "hpo": {"num_samples": 64, "max_epochs": 30, "grace_period": 3, "reduction_factor": 3.0, "stagnation": 0.5,
                 # patience (3-12), crop_len (0 = whole sequences) and the rest come from the common space
                 "time_budget_s": 43200.0, "max_train_seqs": None, "top_k": 3, "train_fixed": {},
                 "recipes": True, "joint": False},
@@ -95,6 +99,7 @@ OVERRIDES = {
     "budget_minutes": ("ensemble", "budget_minutes"), "safety": ("ensemble", "safety"),
     "precision": ("ensemble", "precision"),     # weights in the zip (submission/engine_weights.py); costs per mode
     "folds": ("retrain", "folds"),              # k-fold bagged members (training/bagging.py); None = plain
+    "stagnation": ("hpo", "stagnation"),        # under a budget: end the HPO once it stalls (0 = off)
 }
 _RAY_ADDRESS = re.compile(r"^(auto|local|ray://\S+|[\w.\-]+:\d+)$")
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")

@@ -137,8 +137,9 @@ def step_retrain(run: Run, hpo: dict) -> dict:
     s = run.settings
     t0, budget = time.perf_counter(), run.budget("retrain")
     if s.retrain.get("adopt"):
-        say(f"[retrain] every family's top {s.retrain['top_k']} trials adopted; up to {s.retrain['seeds']} seeds of "
-            f"the best {s.retrain['top_k']} configs and the floor" + _allotted(budget))
+        fill = "as many as fit, " if budget else ""
+        say(f"[retrain] every family's top {s.retrain['top_k']} trials adopted; seeds of the best "
+            f"{s.retrain['top_k']} configs and the floor ({fill}up to {s.retrain['seeds']} each)" + _allotted(budget))
     else:
         say(f"[retrain] top {s.retrain['top_k']} config(s) per family x {s.retrain['seeds']} seeds"
             + _allotted(budget))

@@ -156,7 +156,8 @@ def hpo(data_dir: str, data_id: dict, families: list, features_spec: dict | None
                     ray_address=ray_address, tracking_uri=tracking_uri, resume=resume, run_dir=run_dir, seed=seed,
                     **settings)
     keep = ("name", "sweep_dir", "leaderboard", "counts", "n_trials", "budget_exhausted", "mlflow", "table")
-    return plain({**{k: out[k] for k in keep}, "digest": file_digest(out["leaderboard"]),
+    return plain({**{k: out[k] for k in keep}, "stagnated": out.get("stagnated") or {},
+                  "digest": file_digest(out["leaderboard"]),
                   "seconds": time.perf_counter() - t0})
 
 

@@ -71,8 +71,9 @@ def quiet_libraries(log_path: str, verbose: bool = False):
         _console = None
 
 
-def _clock(seconds: float) -> str:
-    s = int(max(seconds, 0))
+def clock(seconds: float) -> str:
+    """Seconds as m:ss (h:mm:ss from an hour)."""
+    s = int(round(max(seconds, 0)))
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
@@ -105,10 +106,10 @@ class Stage:
         if self.extra:
             parts.append(self.extra)
         elapsed = time.time() - self.started
-        clock = f"{_clock(elapsed)} elapsed"
+        when = f"{clock(elapsed)} elapsed"
         if self.budget_s:
-            clock += f", {_clock(self.budget_s - elapsed)} left"
-        parts.append(clock)
+            when += f", {clock(self.budget_s - elapsed)} left"
+        parts.append(when)
         return " | ".join(parts)
 
     def tick(self) -> None:

@@ -72,12 +72,17 @@ def test_retrain_entries_always_include_the_floor(board):
     assert len({j["seed"] for j in jobs}) == 4
 
 
-def test_seed_jobs_fit_the_time_left_floor_first(board):
-    jobs = retrain_plan.plan_jobs(board, top_k=1, seeds=2, adopt=True)          # parents trained 60 s each
-    one_wave = retrain.fit_jobs_to_time(jobs, time_budget_s=70, slots=2)
-    assert [(j["parent_trial"], j["seed"] % 100) for j in one_wave] == [("a", 0), ("b", 0)]
-    assert len(retrain.fit_jobs_to_time(jobs, time_budget_s=10, slots=1)) == 1       # at least one wave
-    assert len(retrain.fit_jobs_to_time(jobs, time_budget_s=600, slots=2)) == 4      # all that were planned
+def test_seeds_start_floor_first_and_only_while_they_fit(board):
+    jobs = retrain_plan.plan_jobs(board, top_k=1, seeds=3, adopt=True)          # parents trained 60 s each
+    order = retrain.seed_order(jobs)
+    assert [(j["parent_trial"], j["seed"] % 100) for j in order] == [("a", 0), ("b", 0), ("a", 1), ("b", 1),
+                                                                     ("a", 2), ("b", 2)]
+    job = order[2]
+    assert retrain.may_start(job, left_s=0.0, started=0, slots=2)               # the first wave always starts
+    assert retrain.may_start(job, left_s=1.0, started=1, slots=2)
+    assert not retrain.may_start(job, left_s=29.0, started=2, slots=2)          # under half of its parent's 60 s
+    assert retrain.may_start(job, left_s=30.0, started=2, slots=2)
+    assert retrain.may_start({**job, "train_seconds": None}, left_s=1.0, started=5, slots=2)
 
 
 def test_adopt_copies_whole_fit_trials_and_writes_the_floor(board, tmp_path):

@@ -8,7 +8,9 @@ builder (see trial.py for the protocol), a space and these settings:
   define-by-run function; ``constants`` are fixed config entries (``family``).
 - Searcher: Optuna TPE (``searcher="tpe"``) or Optuna's random sampler
   (``"random"``), both through ``OptunaSearch``; concurrency is bounded by
-  ``max_concurrent`` (Tune wraps the searcher in a ConcurrencyLimiter).
+  ``max_concurrent`` (Tune wraps the searcher in a ConcurrencyLimiter). Under a
+  time budget with ``stagnation``, the searcher is ``StagnationStop``, a
+  ConcurrencyLimiter that ends the search once it has stopped improving.
 - Scheduler: ASHA on ``training_iteration`` (= epochs) with ``max_t``,
   ``grace_period`` and ``reduction_factor``, or FIFO (every trial to ``max_t``).
 - A checkpoint every epoch, ``FailureConfig(max_failures)`` restarts a crashed
@@ -60,6 +62,10 @@ class ExperimentSettings:
     # of them again (``sweep --extend`` warm-starts from a finished sweep's trials this way)
     evaluated_rewards: list | None = None
     keep_points: list | None = None             # trials with these values ASHA never stops (recipes)
+    # with time_budget_s: no new trials once the best has stalled for this fraction of the time gone
+    # (after this fraction of the budget; stagnation.py); 0 = search until the budget or num_samples
+    stagnation: float = 0.0
+    events: dict = field(default_factory=dict)  # what the search reported (``stagnated_at_s``)
     max_failures: int = 2
     reuse_actors: bool = True
     verbose: int = 0
@@ -100,8 +106,13 @@ def make_searcher(space, s: ExperimentSettings):
     points = [{k: encode_value(v) for k, v in (p if callable(space) else complete_point(p, space)).items()}
               for p in (s.points_to_evaluate or [])] or None
     rewards = [float(r) for r in s.evaluated_rewards] if points and s.evaluated_rewards else None
-    return OptunaSearch(space=ot_space, metric=s.metric, mode=s.mode, sampler=sampler, points_to_evaluate=points,
-                        evaluated_rewards=rewards)
+    searcher = OptunaSearch(space=ot_space, metric=s.metric, mode=s.mode, sampler=sampler,
+                            points_to_evaluate=points, evaluated_rewards=rewards)
+    if s.stagnation and s.time_budget_s:
+        from .stagnation import StagnationStop
+        return StagnationStop(searcher, max_concurrent=int(s.max_concurrent), budget_s=float(s.time_budget_s),
+                              after=float(s.stagnation), n_points=len(points or []), events=s.events)
+    return searcher
 
 
 def make_scheduler(s: ExperimentSettings):

@@ -115,15 +115,20 @@ def adopt_trials(board: dict, top_k: int, out_root: str) -> list[dict]:
     return out
 
 
-def fit_jobs_to_time(jobs: list[dict], time_budget_s: float, slots: int) -> list[dict]:
-    """The jobs worth running in ``time_budget_s``: whole waves of ``slots`` in which each member
-    gets about as long as its parent trial trained (a member trained for much less than its
-    parent would be a weaker copy of an adopted one). At least one wave. Seed 0 of every config
-    comes first (the floor's, then the best configs'), then further seeds."""
-    need = float(np.median([j.get("train_seconds") or 0.0 for j in jobs])) or 1.0
-    waves = max(1, int(0.85 * float(time_budget_s) // need))
-    ordered = sorted(jobs, key=lambda j: (j["seed"] % 100, not j.get("floor"), j["rank"]))
-    return ordered[:waves * max(1, slots)]
+START_FRACTION = 0.5         # a seed starts only while the time left covers half its parent's training
+DEADLINE_FRACTION = 0.9      # of a timed stage: the rest is process start-up, data and writing bundles
+
+
+def seed_order(jobs: list[dict]) -> list[dict]:
+    """Seed 0 of every config first (the floor's, then the best configs'), then seed 1, and so on."""
+    return sorted(jobs, key=lambda j: (j["seed"] % 100, not j.get("floor"), j["rank"]))
+
+
+def may_start(job: dict, left_s: float, started: int, slots: int) -> bool:
+    """Start ``job`` with ``left_s`` seconds to the stage's deadline? The first ``slots`` always
+    start; later ones while the time left covers ``START_FRACTION`` of what their parent trial
+    trained (a member cut by the deadline has annealed by it: the timed cosine, trainer.py)."""
+    return started < slots or left_s >= START_FRACTION * float(job.get("train_seconds") or 0.0)
 
 
 def write_floor(out_root: str, board: dict, results: list[dict]) -> list[str]:
@@ -153,8 +158,10 @@ def run_retrain(sweep: str, *, top_k: int = 2, seeds: int = 2, data_dir: str | N
     stage: the members run in waves of as many as fit the cluster at once, and each gets the
     wave's share as its ``time_limit_s`` (no epoch starts that would end past it). It does not
     apply to bagged members (a reduced path: they train one after another, unbounded). With
-    ``adopt`` the best trials join as they are (``adopt_trials``) and, under a time budget, only
-    the seed jobs that fit it at about their parent's training time run (``fit_jobs_to_time``).
+    ``adopt`` the best trials join as they are (``adopt_trials``) and, under a time budget, the
+    stage fills its time with seeds: ``seeds`` is then a cap per config, the seeds start in
+    ``seed_order`` as slots free up and while ``may_start`` says they fit, and each anneals by
+    the stage's deadline.
     """
     if folds is not None or final:      # k-fold bagged members: tuning/bag_retrain.py
         from .bag_retrain import run_bagged_retrain
@@ -206,24 +213,41 @@ def run_retrain(sweep: str, *, top_k: int = 2, seeds: int = 2, data_dir: str | N
     if todo:
         with ray_session(ray_address, num_cpus=None, log_dir=root) as ray:
             from .ray_setup import default_concurrency
-            if adopt and time_budget_s:      # only the seeds that fit (the cluster is known now)
-                todo = fit_jobs_to_time(todo, time_budget_s, default_concurrency(res))
-                stage.total = len(todo) + len(results)
-            waves = math.ceil(len(todo) / default_concurrency(res))
+            slots = default_concurrency(res)
             for j in todo:
                 j["threads"] = max(1, int(res["cpu"]))
-                if time_budget_s:               # ~15% of each share for process start-up and data
-                    j["train_config"] = {**j["train_config"], "time_limit_s": 0.85 * float(time_budget_s) / waves}
+            rolling = bool(adopt and time_budget_s)
+            if rolling:            # seeds start while they fit, each annealing by the stage's deadline
+                todo = seed_order(todo)
+                deadline = time.time() + DEADLINE_FRACTION * float(time_budget_s)
+            elif time_budget_s:    # every planned member: waves of what fits at once share the time
+                waves = math.ceil(len(todo) / slots)
+                for j in todo:
+                    j["train_config"] = {**j["train_config"],
+                                         "time_limit_s": DEADLINE_FRACTION * float(time_budget_s) / waves}
             remote = ray.remote(num_cpus=res["cpu"], num_gpus=res["gpu"], max_retries=1)(_run_job)
-            pending = [remote.remote(j, data_dir, out_root, prepare_kwargs, tracking) for j in todo]
-            while pending:
-                done, pending = ray.wait(pending, num_returns=1)
+            queue, running, started = list(todo), [], 0
+            while queue or running:
+                while queue and len(running) < slots:
+                    if rolling:
+                        left = deadline - time.time()
+                        if not may_start(queue[0], left, started, slots):
+                            stage.event(f"{len(queue)} further seeds left out: {left:.0f} s to the deadline")
+                            queue = []
+                            break
+                        queue[0]["train_config"] = {**queue[0]["train_config"], "time_limit_s": max(left, 1.0)}
+                    running.append(remote.remote(queue.pop(0), data_dir, out_root, prepare_kwargs, tracking))
+                    started += 1
+                if not running:
+                    break
+                done, running = ray.wait(running, num_returns=1)
                 r = ray.get(done[0])
                 results.append(r)
                 stage.add("trained" if r["ok"] else "failed")
                 if r["ok"]:
                     stage.score(r["metrics"].get("tune_mean"))
                 stage.event(f"{r['name']}: " + ("ok" if r["ok"] else f"FAILED ({r['error'][:120]})"))
+            stage.total = len(results)
     stage.close()
     ok = [r for r in results if r["ok"]]
     failed = [r for r in results if not r["ok"]]

@@ -76,6 +76,8 @@ def check_settings(s: dict) -> None:
     need(int(s["top_k"]) >= 1, f"--top-k must be >= 1, got {s['top_k']}")
     need(s.get("max_train_seqs") is None or int(s["max_train_seqs"]) >= 1,
          f"--max-train-seqs must be >= 1, got {s.get('max_train_seqs')}")
+    need(0 <= float(s.get("stagnation") or 0) < 1,
+         f"stagnation must be a fraction in [0, 1) (0 = off), got {s.get('stagnation')}")
     need(s["scheduler"] in ("asha", "fifo") and s["searcher"] in ("tpe", "random"),
          "scheduler must be asha or fifo and searcher tpe or random")
 
@@ -85,7 +87,7 @@ def run_sweep(data_dir, families, *, name=None, num_samples=8, max_epochs=8, gra
               ray_address=None, tracking_uri=None, resume=False, run_dir=None, seed=0, top_k=3, joint=False,
               scheduler="asha", searcher="tpe", spaces=None, train_fixed=None, points_to_evaluate=None,
               callbacks=None, track=True, verbose=0, local_cpus=None, local_gpus=None, recipes=True,
-              extend=None, set_space=None) -> dict:
+              extend=None, set_space=None, stagnation=0.0) -> dict:
     """Run, resume or extend a sweep; returns a summary with the leaderboard path.
 
     ``spaces`` (``{family: {"model": {...}, "train": {...}}}``) replaces the
@@ -96,6 +98,8 @@ def run_sweep(data_dir, families, *, name=None, num_samples=8, max_epochs=8, gra
     ``resources`` apply. ``extend=NAME`` continues a finished sweep with
     ``num_samples`` more trials per family, its space narrowed by
     ``set_space`` (``["model.layers=[3,4]", ...]``; see sweep_extend.py).
+    With a time budget and ``stagnation`` (a fraction, stagnation.py) the sweep's own
+    experiments stop starting trials once their best has stalled, and hand the time on.
     """
     from ..tracking import run_dir as _run_dir
     from .ray_setup import parse_resources
@@ -130,7 +134,8 @@ def run_sweep(data_dir, families, *, name=None, num_samples=8, max_epochs=8, gra
                 "features_spec": features_spec, "max_train_seqs": max_train_seqs, "seed": seed, "top_k": top_k,
                 "joint": bool(joint), "scheduler": scheduler, "searcher": searcher, "spaces": spaces or {},
                 "train_fixed": train_fixed or {}, "points_to_evaluate": points_to_evaluate,
-                "tracking_uri": tracking_uri, "track": bool(track), "recipes": bool(recipes)}
+                "tracking_uri": tracking_uri, "track": bool(track), "recipes": bool(recipes),
+                "stagnation": float(stagnation or 0.0)}
         check_settings(meta)
     return execute(meta, meta_path, run_dir, ray_address=ray_address, callbacks=callbacks, verbose=verbose,
                    local_cpus=local_cpus, local_gpus=local_gpus)
@@ -183,7 +188,7 @@ def execute(meta: dict, meta_path: str, run_dir: str, *, ray_address=None, callb
     ctx = TrialContext(sweep=meta["name"], bundles_dir=dirs["bundles"], threads=max(1, math.ceil(res["cpu"])),
                        tracking_uri=meta.get("tracking_uri") if meta["track"] else None,
                        experiment_id=meta.get("experiment_id"), parent_run_id=meta.get("parent_run_id"))
-    started, records, ok, short = time.time(), [], False, False
+    started, records, ok, short, stalled = time.time(), [], False, False, {}
     stage = Stage("hpo", total=sum(int(e["num_samples"]) for e in exps), budget_s=meta["time_budget_s"])
     callbacks = [*(callbacks or []), TuneProgress(stage)]
     log.info("sweep %s: %d fit / %d tune / %d report sequences, %d features", meta["name"], prep.info["n_fit"],
@@ -216,7 +221,8 @@ def execute(meta: dict, meta_path: str, run_dir: str, *, ray_address=None, callb
                     grace_period=int(meta["grace_period"]), reduction_factor=float(meta["reduction_factor"]),
                     scheduler=meta["scheduler"], searcher=meta["searcher"], max_concurrent=conc, resources=res,
                     time_budget_s=budget, seed=int(meta["seed"]) + i, points_to_evaluate=points,
-                    evaluated_rewards=rewards, keep_points=keep, verbose=verbose, callbacks=list(callbacks))
+                    evaluated_rewards=rewards, keep_points=keep, verbose=verbose, callbacks=list(callbacks),
+                    stagnation=float(meta.get("stagnation") or 0.0) if ext is None else 0.0)
                 exp_ctx = ctx if budget is None else dataclasses.replace(ctx, deadline=time.time() + budget)
                 results = run_experiment(builder, space, exp_ctx, settings, storage_path=dirs["ray"], name=group,
                                          constants={"family": fam} if fam else {},
@@ -227,7 +233,10 @@ def execute(meta: dict, meta_path: str, run_dir: str, *, ray_address=None, callb
                     r["experiment"] = group
                 if ext is None:
                     mark_recipes(recs, meta)
-                short |= len(recs) < exp["num_samples"]
+                if "stagnated_at_s" in settings.events:      # ended on purpose, not by the budget
+                    stalled[group] = dict(settings.events)
+                else:
+                    short |= len(recs) < exp["num_samples"]
                 reconcile_runs(recs, ctx)
                 save_meta(done_file, recs)
                 records += recs
@@ -242,7 +251,7 @@ def execute(meta: dict, meta_path: str, run_dir: str, *, ray_address=None, callb
     budget_hit = meta["time_budget_s"] is not None and (short or elapsed >= float(meta["time_budget_s"]))
     return {"name": meta["name"], "sweep_dir": sdir, "leaderboard": board_path, "counts": board["counts"],
             "best": board["overall"][0] if board["overall"] else None, "n_trials": len(records),
-            "records": records, "seconds": elapsed, "budget_exhausted": bool(budget_hit),
+            "records": records, "seconds": elapsed, "budget_exhausted": bool(budget_hit), "stagnated": stalled,
             "mlflow": {k: meta.get(k) for k in ("tracking_uri", "experiment_id", "parent_run_id", "view_key")},
             "table": format_leaderboard(board)}
 

@@ -25,6 +25,9 @@ def _sweep_args(p):
     p.add_argument("--features", default=None, help="feature pipeline spec JSON (from the feature search)")
     p.add_argument("--max-train-seqs", type=int, default=None, help="subsample the fit sequences")
     p.add_argument("--joint", action="store_true", help="search the family itself as one more dimension")
+    p.add_argument("--stagnation", type=float, default=0.0, metavar="F",
+                   help="with --time-budget: no new trials once the best has not risen for this fraction of the "
+                        "time gone, after this fraction of the budget (0 = off)")
     p.add_argument("--top-k", type=int, default=3, help="leaderboard entries per family")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default=None, help="sweep name (default: sweep-<date>-<time>)")
@@ -87,7 +90,7 @@ def cmd_sweep(args):
                       time_budget_s=args.time_budget, resources=resources, max_concurrent=args.max_concurrent,
                       features_spec=_features(args.features), max_train_seqs=args.max_train_seqs,
                       tracking_uri=args.tracking_uri, seed=args.seed, top_k=args.top_k, joint=args.joint,
-                      track=not args.no_mlflow, recipes=not args.no_recipes)
+                      track=not args.no_mlflow, recipes=not args.no_recipes, stagnation=args.stagnation)
     with contextlib.redirect_stdout(sys.stderr):          # Ray's progress output; stdout is the result
         out = run_sweep(data, families, run_dir=args.run_dir, ray_address=args.ray_address, verbose=verbose,
                         **kwargs)
