@@ -11,10 +11,11 @@ written or any server, Ray or MLflow store is started.
   family is a dimension of the Optuna search, under one ASHA), each family's
   recipe first, the families' own spaces at full size on whole sequences
   (crops are a searchable option), epochs as ASHA's fidelity and an LR that
-  anneals by the deadline; the trials the budget cuts keep their bundles;
-  retrain adopts the best trials as members and adds seeds of the best
-  configs at their early-stopped epoch counts. ``--time-budget 20m`` keeps
-  all of that and changes the budget.
+  anneals by the deadline; the trials the budget cuts keep their bundles; the
+  search stops starting trials once it stagnates (tuning/stagnation.py);
+  retrain adopts the best trials as members and fills the rest of its time
+  with seeds of the best configs (early-stopped, annealing by its deadline).
+  ``--time-budget 20m`` keeps all of that and changes the budget.
 - ``full``: sized for a Ray cluster with GPUs and the real 10.7M-row train
   set: the families' spaces, full data, ASHA over 30 epochs, 3 seeds of each
   family's top 3 configs, one experiment per family (joint when given a
