@@ -89,7 +89,9 @@ def source_commit() -> str:
     here = os.path.dirname(os.path.abspath(__file__))
     git = lambda *a: subprocess.run(["git", *a], cwd=here, capture_output=True, text=True).stdout.strip()  # noqa: E731
     head = git("rev-parse", "--short", "HEAD") or "unknown"
-    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                                      ":(top,exclude)bench/results")
+                   else "")
 
 
 def make_data(root: str, variant: str, n_train: int, n_valid: int, n_test: int, seed: int) -> tuple[str, str]:
@@ -107,21 +109,16 @@ def score(zip_path: str, test: str) -> dict:
                      oracle_path=os.path.join(test, "oracle_valid.parquet"), progress=False)
 
 
-def lift_ci(test: str, a: dict, bs: list[dict], n_boot: int = 1000, level: float = 0.95) -> dict:
+def lift_ci(test: str, a: dict, bs: list[dict]) -> dict:
     """score(a) minus the mean score of the baselines ``bs`` on the test rows, with a paired
-    sequence-bootstrap CI: every zip is scored on the same resampled sequences."""
+    sequence-bootstrap 95% CI: every zip is scored on the same resampled sequences."""
     import pandas as pd
-    from lobsweep.data.metric import score as metric
-    from lobsweep.ensemble.bootstrap import bootstrap_scores
+    from lobsweep.ensemble.selection import tune_gain
     df = pd.read_parquet(os.path.join(test, "valid.parquet"), columns=["seq_ix", "need_prediction", "t0", "t1"])
     rows = df[df["need_prediction"]]
-    y, groups = rows[["t0", "t1"]].to_numpy(np.float64), rows["seq_ix"].to_numpy()
-    point = metric(y, a["predictions"])["mean"] - np.mean([metric(y, b["predictions"])["mean"] for b in bs])
-    diff = (bootstrap_scores(y, a["predictions"], groups, n_boot, 0)[:, 2]
-            - np.mean([bootstrap_scores(y, b["predictions"], groups, n_boot, 0)[:, 2] for b in bs], axis=0))
-    lo = (1.0 - level) / 2
-    return {"gain": float(point), "lo": float(np.quantile(diff, lo)), "hi": float(np.quantile(diff, 1 - lo)),
-            "level": level}
+    y = rows[["t0", "t1"]].to_numpy(np.float64)
+    return tune_gain(y, a["predictions"], [b["predictions"] for b in bs], rows["seq_ix"].to_numpy(), n_boot=1000,
+                     level=0.95)
 
 
 def run_case(root: str, data: str, test: str, budget: str, seconds: float, seeds: int) -> dict:
@@ -177,6 +174,8 @@ def main() -> int:
     ap.add_argument("--work", default=None)
     ap.add_argument("--out", default="bench/results")
     args = ap.parse_args()
+    if args.baseline_seeds < 1:
+        ap.error("--baseline-seeds must be >= 1")
     work = args.work or tempfile.mkdtemp(prefix="automl-lift-")
     os.makedirs(work, exist_ok=True)
     commit = source_commit()

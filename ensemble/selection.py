@@ -236,10 +236,12 @@ def _evaluate(name, fn, P_tune, Y_tune, g_tune, P_rep, Y_rep, g_rep, costs, *,
 def tune_gain(Y, pred, pred_ref, groups, n_boot: int = 200, seed: int = 0, level: float = GAIN_CI) -> dict:
     """Gain in mean score of ``pred`` over ``pred_ref`` (both ``[N, 2]``) on
     the same rows, with a paired sequence-bootstrap CI: both are scored on
-    the same resampled sequences (one seed gives one draw of counts)."""
-    point = score(Y, pred)["mean"] - score(Y, pred_ref)["mean"]
+    the same resampled sequences (one seed gives one draw of counts).
+    ``pred_ref`` may be a list: the gain is then over the mean of their scores."""
+    refs = pred_ref if isinstance(pred_ref, list) else [pred_ref]
+    point = score(Y, pred)["mean"] - float(np.mean([score(Y, r)["mean"] for r in refs]))
     diff = (bootstrap_scores(Y, pred, groups, n_boot, seed)[:, 2]
-            - bootstrap_scores(Y, pred_ref, groups, n_boot, seed)[:, 2])
+            - np.mean([bootstrap_scores(Y, r, groups, n_boot, seed)[:, 2] for r in refs], axis=0))
     a = (1.0 - level) / 2
     return {"gain": float(point), "lo": float(np.quantile(diff, a)), "hi": float(np.quantile(diff, 1 - a)),
             "level": level}

@@ -9,7 +9,7 @@ start and recorded in MLflow:
 
 Finishing does not grow with the budget (it is bounded by the report split and
 the member count), so it is a reserve, not a share of what is left: at 5
-minutes it keeps 30 s (it used 9 to 28 s in bench/results/automl_lift.md), at
+minutes it keeps 30 s (it used 9 to 24 s in the bench and the demo), at
 20 minutes 60 s. The training stages' shares are re-applied to the time
 actually left, less that reserve, each time a stage starts (``allot``), so
 whatever a stage did not use passes to the stages after it (a search that
@@ -76,10 +76,10 @@ class Plan:
     def planned(self) -> dict:
         """What each stage would get if every stage spent exactly its plan: the finishing reserve,
         and the training stages' shares of the rest."""
-        train = {st: sh for st, sh in self.shares.items() if st != FINISH}
-        rest = self.total_s - self.reserve()
-        return {st: (self.reserve() if st == FINISH else rest * self.shares[st] / sum(train.values()))
-                for st in self.shares}
+        reserve = self.reserve()
+        train = sum(sh for st, sh in self.shares.items() if st != FINISH)
+        return {st: (reserve if st == FINISH else (self.total_s - reserve) * sh / train)
+                for st, sh in self.shares.items()}
 
     def left(self) -> float:
         return self.total_s - (time.time() - self.started)
@@ -121,5 +121,6 @@ class Plan:
         return "\n".join(rows)
 
     def record(self) -> dict:
-        return {"total_s": self.total_s, "tolerance": TOLERANCE, "shares": self.shares, "planned_s": self.planned(),
+        return {"total_s": self.total_s, "tolerance": TOLERANCE, "shares": self.shares, "reserve_s": self.reserve(),
+                "planned_s": self.planned(),
                 "allotted_s": self.allotted, "spent_s": self.spent, "elapsed_s": time.time() - self.started}

@@ -80,7 +80,7 @@ PROFILES = {
     "full": {
         "time_budget": None,
         "feature_search": {"num_samples": 48, "max_epochs": 4, "max_train_seqs": 2048, "time_budget_s": 7200.0},
-        "hpo": {"num_samples": 64, "max_epochs": 30, "grace_period": 3, "reduction_factor": 3.0, "stagnation": 0.5,
+        "hpo": {"num_samples": 64, "max_epochs": 30, "grace_period": 3, "reduction_factor": 3.0,
                 # patience (3-12), crop_len (0 = whole sequences) and the rest come from the common space
                 "time_budget_s": 43200.0, "max_train_seqs": None, "top_k": 3, "train_fixed": {},
                 "recipes": True, "joint": False},

@@ -78,11 +78,91 @@ def test_seeds_start_floor_first_and_only_while_they_fit(board):
     assert [(j["parent_trial"], j["seed"] % 100) for j in order] == [("a", 0), ("b", 0), ("a", 1), ("b", 1),
                                                                      ("a", 2), ("b", 2)]
     job = order[2]
-    assert retrain.may_start(job, left_s=0.0, started=0, slots=2)               # the first wave always starts
-    assert retrain.may_start(job, left_s=1.0, started=1, slots=2)
-    assert not retrain.may_start(job, left_s=29.0, started=2, slots=2)          # under half of its parent's 60 s
-    assert retrain.may_start(job, left_s=30.0, started=2, slots=2)
-    assert retrain.may_start({**job, "train_seconds": None}, left_s=1.0, started=5, slots=2)
+    assert not retrain.may_start(job, left_s=29.0)                              # under half of its parent's 60 s
+    assert retrain.may_start(job, left_s=30.0)
+    assert retrain.may_start(job, left_s=-5.0, needed=True)                     # an empty pool takes it anyway
+    assert retrain.may_start({**job, "train_seconds": None}, left_s=1.0)
+    assert not retrain.may_start({**job, "train_seconds": None}, left_s=0.0)   # never past the deadline
+
+
+class _FakeRay:
+    """Ray's remote / wait / get on a simulated clock: a task takes its parent trial's training
+    time, cut at its deadline, plus 2 s of start-up; ``wait`` returns the first to end."""
+
+    def __init__(self, clock):
+        self.clock, self.ends, self.started = clock, {}, []
+
+    def remote(self, **_):
+        ray = self
+
+        class _Task:
+            @staticmethod
+            def remote(job, *args):
+                start = ray.clock[0]
+                limit = job["deadline"] - start if job.get("deadline") else float("inf")
+                ref = object()
+                ray.ends[ref] = (start + min(float(job["train_seconds"]), max(limit, 1.0)) + 2.0,
+                                 {"ok": True, "name": job["name"], "bundle": "/pool/" + job["name"],
+                                  "metrics": {"tune_mean": 0.3}, "family": job["family"],
+                                  "parent_trial": job["parent_trial"], "seed": job["seed"]})
+                ray.started.append((start, job))
+                return ref
+        return lambda fn: _Task
+
+    def wait(self, refs, num_returns=1):
+        first = min(refs, key=lambda r: self.ends[r][0])
+        self.clock[0] = max(self.clock[0], self.ends[first][0])
+        return [first], [r for r in refs if r is not first]
+
+    def get(self, ref):
+        return self.ends[ref][1]
+
+
+@pytest.fixture
+def fake_stage(board, tmp_path, monkeypatch):
+    """run_retrain with adoption and a time budget, on _FakeRay: the floor's parent (a) trained 20 s,
+    the best config's (b) 300 s."""
+    import contextlib
+    import types
+    import lobsweep.tuning.leaderboard as lb
+    import lobsweep.tuning.ray_setup as rs
+    import lobsweep.training.prepare as prep
+    for e in [*board["overall"], board["floor"]]:
+        e["train_seconds"] = 20.0 if e["trial_id"] == "a" else 300.0
+    clock = [1000.0]
+    fake = _FakeRay(clock)
+    monkeypatch.setattr(retrain, "time", types.SimpleNamespace(time=lambda: clock[0], perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(lb, "load_leaderboard", lambda sweep, run_dir=None: board)
+    monkeypatch.setattr(prep, "prepare", lambda *a, **k: None)
+    monkeypatch.setattr(rs, "ray_session", contextlib.contextmanager(lambda *a, **k: (yield fake)))
+    monkeypatch.setattr(rs, "default_concurrency", lambda res: 2)
+
+    def run(budget_s: float) -> dict:
+        return retrain.run_retrain("s", top_k=1, seeds=8, data_dir=str(tmp_path), run_dir=str(tmp_path / "runs"),
+                                   name="rt", use_mlflow=False, adopt=True, time_budget_s=budget_s)
+    return run, fake, clock
+
+
+def test_seeds_fill_the_stage_and_none_starts_past_its_deadline(fake_stage):
+    run, fake, clock = fake_stage
+    t0 = clock[0]
+    out = run(200.0)
+    deadline = t0 + retrain.DEADLINE_FRACTION * 200.0
+    started = [(t - t0, j["parent_trial"], j["seed"] % 100) for t, j in fake.started]
+    assert all(j["deadline"] == deadline for _, j in fake.started)              # each anneals by the stage's end
+    assert all(t < deadline - t0 for t, _, _ in started)
+    # b's seed 1 no longer fits at 44 s (136 s left < half of 300 s); a's seeds go on filling the time
+    assert [(p, s) for _, p, s in started] == [("a", 0), ("b", 0), ("a", 1)] + [("a", s) for s in range(2, 8)]
+    assert clock[0] - t0 <= 200.0                                               # the stage ends inside its share
+    trained = [r for r in out["results"] if not r.get("adopted")]
+    assert len(trained) == 9 and len(out["bundles"]) == 9 + 3                   # and every family's top trial
+
+
+def test_a_stage_with_members_starts_no_seed_it_cannot_finish(fake_stage):
+    run, fake, clock = fake_stage
+    out = run(10.0)                        # 9 s to the deadline: under half of even the 20 s parent
+    assert fake.started == []
+    assert sorted(r["name"] for r in out["results"]) == ["gru-a-trial", "gru-b-trial", "lstm-e-trial"]
 
 
 def test_adopt_copies_whole_fit_trials_and_writes_the_floor(board, tmp_path):

@@ -169,7 +169,7 @@ def test_time_budget_is_shared_out_reported_and_does_not_break_the_cache(harness
     # the stand-ins return at once, so each stage's share of the time left is near its full share;
     # the smoke profile's own stage budgets (feature search 60 s, HPO 200 s) stay caps
     assert b["feature-search"] == 60.0                          # min(60, 15/95 of ~570 s)
-    assert b["hpo"] == 200.0                                    # min(200, 45/80 of ~560 s)
+    assert b["hpo"] == 200.0                                    # min(200, 45/80 of ~570 s)
     reserve = max(600 * SHARES["finish"], FINISH_MIN_S)         # the last training stage: all but finishing's
     left = 600 - (stand_ins.called_at["retrain"] - t0)         # at most this much had passed
     assert left - reserve - 1e-6 <= b["retrain"] <= 600 - reserve

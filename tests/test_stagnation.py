@@ -8,7 +8,7 @@ import pytest
 from ray.tune.search import Searcher
 
 from lobsweep.errors import UserError
-from lobsweep.tuning.stagnation import StagnationStop, stagnated
+from lobsweep.tuning.stagnation import StagnationStop, read_events, stagnated
 
 
 @pytest.mark.parametrize("history, now, expected", [
@@ -38,27 +38,39 @@ class _Counter(Searcher):
     def on_trial_complete(self, trial_id, result=None, error=False):
         pass
 
+    def save(self, path):
+        with open(path, "w") as fh:
+            fh.write(str(self.n))
 
-def test_the_wrapper_finishes_only_after_the_points_and_keeps_finishing(monkeypatch):
+    def restore(self, path):
+        self.n = int(open(path).read())
+
+
+def test_the_wrapper_finishes_only_after_the_points_and_keeps_finishing(monkeypatch, tmp_path):
     import lobsweep.tuning.stagnation as mod
     clock = [1000.0]
     monkeypatch.setattr(mod.time, "time", lambda: clock[0])
-    events: dict = {}
-    s = StagnationStop(_Counter(), max_concurrent=2, budget_s=100.0, after=0.5, n_points=3, events=events)
+    path = str(tmp_path / "stall.json")
+    s = StagnationStop(_Counter(), max_concurrent=2, budget_s=100.0, after=0.5, n_points=3, events_path=path)
     assert s.suggest("a") == {"i": 1}
     s.on_trial_result("a", {"tune_mean": 0.3})
     s.on_trial_complete("a", {"tune_mean": 0.3})
     clock[0] += 80.0                                   # stalled, but two recipe points are still to come
     assert s.suggest("b") == {"i": 2} and s.suggest("c") == {"i": 3}
     s.on_trial_complete("b", {"tune_mean": 0.2})
+    assert read_events(path) is None
     assert s.suggest("d") == Searcher.FINISHED         # every point suggested, and stalled since 0:00
+    events = read_events(path)
     assert events["best"] == pytest.approx(0.3) and events["stagnated_at_s"] == pytest.approx(80.0)
     s.on_trial_result("c", {"tune_mean": 0.9})         # a running trial may still improve; no new ones start
     assert s.suggest("e") == Searcher.FINISHED
 
 
-def test_a_rising_search_goes_on_and_a_restored_one_restarts_its_clock(monkeypatch):
+def test_a_rising_search_goes_on_and_a_restored_one_restarts_its_clock(monkeypatch, tmp_path):
+    """Both ways Tune stores a search (pickled with the Tuner, and get_state in its experiment
+    checkpoint) keep the clock as the time gone, so an hour's pause before a resume is not counted."""
     import pickle
+    from ray.tune.search import SearchGenerator
     import lobsweep.tuning.stagnation as mod
     clock = [1000.0]
     monkeypatch.setattr(mod.time, "time", lambda: clock[0])
@@ -70,10 +82,16 @@ def test_a_rising_search_goes_on_and_a_restored_one_restarts_its_clock(monkeypat
         s.on_trial_complete(tid, {"tune_mean": 0.1 + 0.01 * k})
         clock[0] += 10.0
     assert not s.finished
-    state = pickle.dumps(s)
+    pickled = pickle.dumps(s)
+    SearchGenerator(s).save_to_dir(str(tmp_path), "x")
     clock[0] += 3600.0                                 # restored an hour later: 90 s had gone, not 3690
-    back = pickle.loads(state)
+    back = pickle.loads(pickled)
     assert clock[0] - back.started == pytest.approx(90.0)
+    fresh = StagnationStop(_Counter(), max_concurrent=4, budget_s=100.0, after=0.5)
+    SearchGenerator(fresh).restore_from_dir(str(tmp_path))
+    assert clock[0] - fresh.started == pytest.approx(90.0) and fresh.searcher.n == 9
+    assert fresh.suggest("next") not in (None, Searcher.FINISHED)     # the search goes on where it was
+    assert len(fresh.history) == 9
 
 
 @pytest.mark.parametrize("bad", [1.5, -0.1, 1.0])
@@ -103,6 +121,7 @@ def test_a_stalled_sweep_ends_early_with_every_trial_recorded(tmp_path):
                         grace_period=1, time_budget_s=budget, max_concurrent=2, spaces={"gru": same},
                         recipes=False, track=False, stagnation=0.5)
     (group, ev), = out["stagnated"].items()
+    assert os.path.isfile(os.path.join(out["sweep_dir"], "families", f"{group}.stagnation.json"))
     assert budget * 0.5 <= ev["stagnated_at_s"] < budget * 0.75, ev
     assert out["seconds"] < budget * 0.75 + 15, out["seconds"]       # the running trials end, then teardown
     assert not out["budget_exhausted"]

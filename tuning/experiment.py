@@ -65,7 +65,7 @@ class ExperimentSettings:
     # with time_budget_s: no new trials once the best has stalled for this fraction of the time gone
     # (after this fraction of the budget; stagnation.py); 0 = search until the budget or num_samples
     stagnation: float = 0.0
-    events: dict = field(default_factory=dict)  # what the search reported (``stagnated_at_s``)
+    stagnation_file: str | None = None          # where the stop is written (``stagnated_at_s``)
     max_failures: int = 2
     reuse_actors: bool = True
     verbose: int = 0
@@ -111,7 +111,8 @@ def make_searcher(space, s: ExperimentSettings):
     if s.stagnation and s.time_budget_s:
         from .stagnation import StagnationStop
         return StagnationStop(searcher, max_concurrent=int(s.max_concurrent), budget_s=float(s.time_budget_s),
-                              after=float(s.stagnation), n_points=len(points or []), events=s.events)
+                              after=float(s.stagnation), n_points=0 if rewards else len(points or []),
+                              events_path=s.stagnation_file)
     return searcher
 
 

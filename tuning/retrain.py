@@ -50,6 +50,8 @@ def _run_job(job: dict, data_dir: str, out_root: str, prepare_kwargs: dict, trac
     from ..training.member import train_member
     try:
         torch.set_num_threads(max(1, int(job.get("threads", 1))))
+        if job.get("deadline"):          # anneal by the stage's deadline, counted from when it really starts
+            job["train_config"] = {**job["train_config"], "time_limit_s": max(job["deadline"] - time.time(), 1.0)}
         b = train_member(data_dir, job["family"], os.path.join(out_root, job["name"]),
                          hparams=job["hparams"], train_cfg=job["train_config"], features_spec=job["features"],
                          seed=job["seed"], prepare_kwargs=prepare_kwargs,
@@ -124,11 +126,12 @@ def seed_order(jobs: list[dict]) -> list[dict]:
     return sorted(jobs, key=lambda j: (j["seed"] % 100, not j.get("floor"), j["rank"]))
 
 
-def may_start(job: dict, left_s: float, started: int, slots: int) -> bool:
-    """Start ``job`` with ``left_s`` seconds to the stage's deadline? The first ``slots`` always
-    start; later ones while the time left covers ``START_FRACTION`` of what their parent trial
-    trained (a member cut by the deadline has annealed by it: the timed cosine, trainer.py)."""
-    return started < slots or left_s >= START_FRACTION * float(job.get("train_seconds") or 0.0)
+def may_start(job: dict, left_s: float, needed: bool = False) -> bool:
+    """Start ``job`` with ``left_s`` seconds to the stage's deadline? While the time left covers
+    ``START_FRACTION`` of what its parent trial trained (a member cut by the deadline has annealed
+    by it: the timed cosine, trainer.py). ``needed``: the pool has no member yet, so it starts
+    whatever the clock says (a stage must leave the ensemble something)."""
+    return needed or (left_s > 0 and left_s >= START_FRACTION * float(job.get("train_seconds") or 0.0))
 
 
 def write_floor(out_root: str, board: dict, results: list[dict]) -> list[str]:
@@ -163,6 +166,7 @@ def run_retrain(sweep: str, *, top_k: int = 2, seeds: int = 2, data_dir: str | N
     ``seed_order`` as slots free up and while ``may_start`` says they fit, and each anneals by
     the stage's deadline.
     """
+    entered = time.time()               # a timed stage's deadline counts from here
     if folds is not None or final:      # k-fold bagged members: tuning/bag_retrain.py
         from .bag_retrain import run_bagged_retrain
         return run_bagged_retrain(sweep, folds=folds or 0, final=final, top_k=top_k, seeds=seeds, data_dir=data_dir,
@@ -219,7 +223,7 @@ def run_retrain(sweep: str, *, top_k: int = 2, seeds: int = 2, data_dir: str | N
             rolling = bool(adopt and time_budget_s)
             if rolling:            # seeds start while they fit, each annealing by the stage's deadline
                 todo = seed_order(todo)
-                deadline = time.time() + DEADLINE_FRACTION * float(time_budget_s)
+                deadline = entered + DEADLINE_FRACTION * float(time_budget_s)
             elif time_budget_s:    # every planned member: waves of what fits at once share the time
                 waves = math.ceil(len(todo) / slots)
                 for j in todo:
@@ -228,14 +232,14 @@ def run_retrain(sweep: str, *, top_k: int = 2, seeds: int = 2, data_dir: str | N
             remote = ray.remote(num_cpus=res["cpu"], num_gpus=res["gpu"], max_retries=1)(_run_job)
             queue, running, started = list(todo), [], 0
             while queue or running:
+                if rolling:        # the time left only shrinks: a seed that does not fit now never will
+                    left = deadline - time.time()
+                    needed = not results and started < slots
+                    fits = [j for j in queue if may_start(j, left, needed)]
+                    if len(fits) < len(queue):
+                        stage.event(f"{len(queue) - len(fits)} seeds left out: {left:.0f} s to the deadline")
+                    queue = [{**j, "deadline": deadline} for j in fits]
                 while queue and len(running) < slots:
-                    if rolling:
-                        left = deadline - time.time()
-                        if not may_start(queue[0], left, started, slots):
-                            stage.event(f"{len(queue)} further seeds left out: {left:.0f} s to the deadline")
-                            queue = []
-                            break
-                        queue[0]["train_config"] = {**queue[0]["train_config"], "time_limit_s": max(left, 1.0)}
                     running.append(remote.remote(queue.pop(0), data_dir, out_root, prepare_kwargs, tracking))
                     started += 1
                 if not running:

@@ -166,6 +166,7 @@ def execute(meta: dict, meta_path: str, run_dir: str, *, ray_address=None, callb
     from .progress import TuneProgress
     from .ray_setup import check_fits, default_concurrency, ray_session
     from .recipe_points import first_points, mark_recipes, recipe_values, with_recipes
+    from .stagnation import read_events
     from .sweep_extend import experiments, extension_search
     from .trial import ModelTrialBuilder, TrialContext
     sdir = os.path.dirname(meta_path)
@@ -200,10 +201,13 @@ def execute(meta: dict, meta_path: str, run_dir: str, *, ray_address=None, callb
             for i, exp in enumerate(exps):
                 group, fam = exp["name"], exp["family"]
                 done_file = os.path.join(dirs["families"], f"{group}.json")
+                stall_file = os.path.join(dirs["families"], f"{group}.stagnation.json")
                 if os.path.exists(done_file):
                     loaded = json.load(open(done_file))
                     records += loaded
                     stage.add("done", len(loaded))
+                    if read_events(stall_file):
+                        stalled[group] = read_events(stall_file)
                     continue
                 ext = exp["extension"]
                 if ext is None:              # the sweep's own experiments share its time budget
@@ -222,7 +226,8 @@ def execute(meta: dict, meta_path: str, run_dir: str, *, ray_address=None, callb
                     scheduler=meta["scheduler"], searcher=meta["searcher"], max_concurrent=conc, resources=res,
                     time_budget_s=budget, seed=int(meta["seed"]) + i, points_to_evaluate=points,
                     evaluated_rewards=rewards, keep_points=keep, verbose=verbose, callbacks=list(callbacks),
-                    stagnation=float(meta.get("stagnation") or 0.0) if ext is None else 0.0)
+                    stagnation=float(meta.get("stagnation") or 0.0) if ext is None else 0.0,
+                    stagnation_file=stall_file)
                 exp_ctx = ctx if budget is None else dataclasses.replace(ctx, deadline=time.time() + budget)
                 results = run_experiment(builder, space, exp_ctx, settings, storage_path=dirs["ray"], name=group,
                                          constants={"family": fam} if fam else {},
@@ -233,8 +238,8 @@ def execute(meta: dict, meta_path: str, run_dir: str, *, ray_address=None, callb
                     r["experiment"] = group
                 if ext is None:
                     mark_recipes(recs, meta)
-                if "stagnated_at_s" in settings.events:      # ended on purpose, not by the budget
-                    stalled[group] = dict(settings.events)
+                if read_events(stall_file):                  # ended on purpose, not by the budget
+                    stalled[group] = read_events(stall_file)
                 else:
                     short |= len(recs) < exp["num_samples"]
                 reconcile_runs(recs, ctx)
@@ -282,9 +287,12 @@ def run_experiment(builder, space, ctx, s, *, storage_path: str, name: str,
         stop={"training_iteration": int(s.max_t)},
         checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1, num_to_keep=1, checkpoint_at_end=True),
         failure_config=tune.FailureConfig(max_failures=int(s.max_failures)))
+    from ray.tune.search import ConcurrencyLimiter
+    searcher = make_searcher(space, s)
+    limited = isinstance(searcher, ConcurrencyLimiter)       # StagnationStop limits concurrency itself
     tune_config = tune.TuneConfig(
-        metric=s.metric, mode=s.mode, search_alg=make_searcher(space, s), scheduler=make_scheduler(s),
-        num_samples=int(s.num_samples), max_concurrent_trials=int(s.max_concurrent),
+        metric=s.metric, mode=s.mode, search_alg=searcher, scheduler=make_scheduler(s),
+        num_samples=int(s.num_samples), max_concurrent_trials=None if limited else int(s.max_concurrent),
         time_budget_s=s.time_budget_s, reuse_actors=s.reuse_actors, trial_dirname_creator=trial_dirname)
     tuner = tune.Tuner(trainable, param_space=dict(constants or {}), tune_config=tune_config, run_config=run_config)
     return tuner.fit()

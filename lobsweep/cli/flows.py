@@ -22,8 +22,9 @@ OPTIONS = {   # CLI flag -> (flows parameter, type, help)
     "--max-epochs": ("max_epochs", int, "epochs an HPO trial may get"),
     "--hpo-budget": ("hpo_budget_s", float, "seconds for the whole HPO sweep, shared out over the families"),
     "--max-train-seqs": ("max_train_seqs", int, "subsample the fit sequences during HPO"),
-    "--stagnation": ("stagnation", float, "under a time budget, end the HPO once its best has not risen for this "
-                                          "fraction of the time gone (0 = off; demo 0.5); its time passes to seeds"),
+    "--stagnation": ("stagnation", float, "with a time budget, end the HPO once its best has not risen for this "
+                                          "fraction of the time gone (0 = off; the demo preset's is 0.5); its time "
+                                          "passes to seeds"),
     "--feature-samples": ("feature_samples", int, "candidate feature pipelines to try"),
     "--feature-budget": ("feature_budget_s", float, "seconds for the feature search"),
     "--top-k": ("top_k", int, "configs per family to retrain"),

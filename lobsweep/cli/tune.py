@@ -85,6 +85,8 @@ def cmd_sweep(args):
         if not args.families:
             raise UserError("--families is required: a comma-separated list such as gru,lstm, or all")
         data, families = args.data, args.families          # run_sweep checks both before Ray starts
+        if args.stagnation and args.time_budget is None:
+            raise UserError("--stagnation needs --time-budget: it ends a budgeted search early")
         kwargs = dict(name=args.name, num_samples=args.num_samples, max_epochs=args.max_epochs,
                       grace_period=args.grace_period, reduction_factor=args.reduction_factor,
                       time_budget_s=args.time_budget, resources=resources, max_concurrent=args.max_concurrent,
