@@ -81,6 +81,8 @@ def test_seeds_start_floor_first_and_only_while_they_fit(board):
     assert not retrain.may_start(job, left_s=29.0)                              # under half of its parent's 60 s
     assert retrain.may_start(job, left_s=30.0)
     assert retrain.may_start(job, left_s=-5.0, needed=True)                     # an empty pool takes it anyway
+    assert retrain.may_start(job, left_s=5.0, first_wave=True)                  # the first wave: any time left
+    assert not retrain.may_start(job, left_s=0.0, first_wave=True)
     assert retrain.may_start({**job, "train_seconds": None}, left_s=1.0)
     assert not retrain.may_start({**job, "train_seconds": None}, left_s=0.0)   # never past the deadline
 
@@ -158,11 +160,15 @@ def test_seeds_fill_the_stage_and_none_starts_past_its_deadline(fake_stage):
     assert len(trained) == 9 and len(out["bundles"]) == 9 + 3                   # and every family's top trial
 
 
-def test_a_stage_with_members_starts_no_seed_it_cannot_finish(fake_stage):
+def test_a_short_stage_starts_one_wave_and_nothing_after_it(fake_stage):
+    """9 s to the deadline: under half of even the 20 s parent, so only the first wave starts (each
+    seed annealing by the deadline), and nothing starts after it."""
     run, fake, clock = fake_stage
-    out = run(10.0)                        # 9 s to the deadline: under half of even the 20 s parent
-    assert fake.started == []
-    assert sorted(r["name"] for r in out["results"]) == ["gru-a-trial", "gru-b-trial", "lstm-e-trial"]
+    t0 = clock[0]
+    out = run(10.0)
+    assert [(t - t0, j["parent_trial"], j["seed"] % 100) for t, j in fake.started] == [(0.0, "a", 0), (0.0, "b", 0)]
+    assert len(out["results"]) == 3 + 2 and clock[0] - t0 > 9.0       # the wave ended past the deadline
+    assert all(j["deadline"] == t0 + 9.0 for _, j in fake.started)
 
 
 def test_adopt_copies_whole_fit_trials_and_writes_the_floor(board, tmp_path):

@@ -126,12 +126,15 @@ def seed_order(jobs: list[dict]) -> list[dict]:
     return sorted(jobs, key=lambda j: (j["seed"] % 100, not j.get("floor"), j["rank"]))
 
 
-def may_start(job: dict, left_s: float, needed: bool = False) -> bool:
+def may_start(job: dict, left_s: float, needed: bool = False, first_wave: bool = False) -> bool:
     """Start ``job`` with ``left_s`` seconds to the stage's deadline? While the time left covers
     ``START_FRACTION`` of what its parent trial trained (a member cut by the deadline has annealed
-    by it: the timed cosine, trainer.py). ``needed``: the pool has no member yet, so it starts
-    whatever the clock says (a stage must leave the ensemble something)."""
-    return needed or (left_s > 0 and left_s >= START_FRACTION * float(job.get("train_seconds") or 0.0))
+    by it: the timed cosine, trainer.py); the first wave (``first_wave``) whenever any time is
+    left, so that a short share still adds seeds (the ensemble judges them on tune). ``needed``:
+    the pool has no member yet, so it starts whatever the clock says."""
+    if needed:
+        return True
+    return left_s > 0 and (first_wave or left_s >= START_FRACTION * float(job.get("train_seconds") or 0.0))
 
 
 def write_floor(out_root: str, board: dict, results: list[dict]) -> list[str]:
@@ -234,8 +237,8 @@ def run_retrain(sweep: str, *, top_k: int = 2, seeds: int = 2, data_dir: str | N
             while queue or running:
                 if rolling:        # the time left only shrinks: a seed that does not fit now never will
                     left = deadline - time.time()
-                    needed = not results and started < slots
-                    fits = [j for j in queue if may_start(j, left, needed)]
+                    needed, first = not results and started < slots, started < slots
+                    fits = [j for k, j in enumerate(queue) if may_start(j, left, needed, first and k < slots - started)]
                     if len(fits) < len(queue):
                         stage.event(f"{len(queue) - len(fits)} seeds left out: {left:.0f} s to the deadline")
                     queue = [{**j, "deadline": deadline} for j in fits]
