@@ -225,8 +225,8 @@ def run_retrain(sweep: str, *, top_k: int = 2, seeds: int = 2, data_dir: str | N
                 j["threads"] = max(1, int(res["cpu"]))
             rolling = bool(adopt and time_budget_s)
             if rolling:            # seeds start while they fit, each annealing by the stage's deadline
-                todo = seed_order(todo)
                 deadline = entered + DEADLINE_FRACTION * float(time_budget_s)
+                todo = [{**j, "deadline": deadline} for j in seed_order(todo)]
             elif time_budget_s:    # every planned member: waves of what fits at once share the time
                 waves = math.ceil(len(todo) / slots)
                 for j in todo:
@@ -241,7 +241,7 @@ def run_retrain(sweep: str, *, top_k: int = 2, seeds: int = 2, data_dir: str | N
                     fits = [j for k, j in enumerate(queue) if may_start(j, left, needed, first and k < slots - started)]
                     if len(fits) < len(queue):
                         stage.event(f"{len(queue) - len(fits)} seeds left out: {left:.0f} s to the deadline")
-                    queue = [{**j, "deadline": deadline} for j in fits]
+                    queue = fits
                 while queue and len(running) < slots:
                     running.append(remote.remote(queue.pop(0), data_dir, out_root, prepare_kwargs, tracking))
                     started += 1

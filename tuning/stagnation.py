@@ -112,22 +112,16 @@ class StagnationStop(ConcurrencyLimiter):
     # ``get_state`` in its experiment checkpoint (applied last on restore). Both keep the clock
     # as the time elapsed, so a search resumed after a pause does not count the pause.
     def get_state(self) -> dict:
-        state = super().get_state()
-        state["started"] = time.time() - self.started
-        return state
+        return {**super().get_state(), "started": time.time() - self.started}
 
     def set_state(self, state: dict) -> None:
-        super().set_state(state)
+        super().set_state(state)               # ConcurrencyLimiter's: the state into __dict__
         self.started = time.time() - float(state["started"])
 
     def __getstate__(self):
-        state = self.__dict__.copy()
-        state["started"] = time.time() - self.started
-        return state
+        return {**self.__dict__, "started": time.time() - self.started}
 
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self.started = time.time() - float(state["started"])
+    __setstate__ = set_state
 
 
 def write_events(path: str | None, events: dict) -> None:

@@ -206,8 +206,8 @@ def execute(meta: dict, meta_path: str, run_dir: str, *, ray_address=None, callb
                     loaded = json.load(open(done_file))
                     records += loaded
                     stage.add("done", len(loaded))
-                    if read_events(stall_file):
-                        stalled[group] = read_events(stall_file)
+                    if ev := read_events(stall_file):
+                        stalled[group] = ev
                     continue
                 ext = exp["extension"]
                 if ext is None:              # the sweep's own experiments share its time budget
@@ -238,8 +238,8 @@ def execute(meta: dict, meta_path: str, run_dir: str, *, ray_address=None, callb
                     r["experiment"] = group
                 if ext is None:
                     mark_recipes(recs, meta)
-                if read_events(stall_file):                  # ended on purpose, not by the budget
-                    stalled[group] = read_events(stall_file)
+                if ev := read_events(stall_file):            # ended on purpose, not by the budget
+                    stalled[group] = ev
                 else:
                     short |= len(recs) < exp["num_samples"]
                 reconcile_runs(recs, ctx)
