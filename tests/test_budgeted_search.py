@@ -242,6 +242,7 @@ def test_a_joint_study_starts_with_the_plain_default_and_keeps_only_it_from_prun
     with_recipes(meta, {f: sweep_space(f) for f in fams})
     order = [p["recipe"] for p in meta["recipe_points"]]
     assert order[0] == "plain-gru"
+    assert [p["family"] for p in meta["recipe_points"][:5]] == fams          # one recipe per family first
     assert set(order[1:6]) == {f"default-{f}" for f in fams}                # every family's default next
     assert set(order[6:]) == {"organiser-baseline", "vanilla-gru-3x64", "pearson-gru-4x128"}
     kept = recipe_values(meta, None)

@@ -359,6 +359,31 @@ def test_budgeted_trials_anneal_by_the_deadline_and_none_is_lost(ray_local, data
         assert hist[0]["lr"] > 0.7 * first_lr
 
 
+@pytest.mark.slow
+def test_a_tight_budget_still_gives_every_family_its_recipe_trial(ray_local, data_dir, tmp_path):
+    """Joint study, recipes on, one slot, recipe trials far longer than the budget (200 epochs, no
+    early stop): each family's first recipe trial anneals by its share (budget / 3 families) and
+    ends there with its bundle, so every family has a trained recipe trial on the leaderboard."""
+    from lobsweep.training.bundle import read_spec
+    from lobsweep.tuning import run_sweep
+    budget, fams = 60.0, ["gru", "lstm", "ssm"]
+    out = run_sweep(data_dir, fams, name="cover", run_dir=str(tmp_path / "runs"), joint=True, num_samples=20,
+                    max_epochs=200, grace_period=200, time_budget_s=budget, max_concurrent=1, recipes=True,
+                    train_fixed={"patience": 1000}, track=False)
+    recs = sorted(out["records"], key=lambda r: read_spec(r["bundle"])["created"] if r["bundle"] else "~")
+    assert out["seconds"] < budget + 30
+    trained = [r for r in recs if r["bundle"] and r.get("recipe")]
+    assert {r["family"] for r in trained} == set(fams), [(r["family"], r["status"], r.get("recipe")) for r in recs]
+    share = budget / len(fams)
+    for r in trained[:2]:                      # the first two: ended by their share, annealed by it
+        spec = read_spec(r["bundle"])
+        hist, lr0 = spec["history"], float(spec["train_config"]["lr"])
+        assert 1 <= r["epochs"] < 200 and sum(h["seconds"] for h in hist) <= share + 5, (r["status"], hist)
+        assert hist[-1]["lr"] < 0.5 * lr0, [h["lr"] for h in hist]
+    board = load_leaderboard(out["leaderboard"])
+    assert {e["family"] for e in board["overall"]} == set(fams)
+
+
 def _sweep_on(cluster, tmp: str, data_dir: str, tmp_path, live) -> dict:
     """Add the second node, check both listen on loopback, run 4 half-GPU trials, tear down."""
     import ray

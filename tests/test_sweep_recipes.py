@@ -167,6 +167,40 @@ def test_asha_never_stops_a_recipe_trial_but_records_its_score():
     assert end == TrialScheduler.STOP                   # at max_t a recipe ends like any trial
 
 
+def test_while_a_family_waits_a_trial_past_its_share_is_cut_and_marked(tmp_path):
+    """Coverage: a trial (kept or not) that trained its fair share while some family has no trial
+    is stopped and marked as cut (so it keeps its bundle); once every family started, none is."""
+    from types import SimpleNamespace
+    from ray.tune.schedulers import TrialScheduler
+    from lobsweep.tuning.recipe_points import KeepPointsASHA, cut_marker
+    cut_dir = str(tmp_path / "cut")
+    recipe = {"family": "gru", "model.hidden": 12}
+    sched = KeepPointsASHA([recipe], coverage={"families": ["gru", "lstm", "ssm"], "share_s": 10.0,
+                                               "cut_dir": cut_dir},
+                           time_attr="training_iteration", max_t=50, grace_period=50, reduction_factor=3)
+    sched.set_search_properties("tune_mean", "max")
+    kept = SimpleNamespace(trial_id="kept", config={"family": "gru", "model.hidden": 12})
+    other = SimpleNamespace(trial_id="other", config={"family": "gru", "model.hidden": 30})
+    for t in (kept, other):
+        sched.on_trial_add(None, t)
+    res = lambda it, s, **kw: {"training_iteration": it, "tune_mean": 0.3, "time_total_s": s, **kw}  # noqa: E731
+    assert sched.on_trial_result(None, kept, res(1, 4.0)) == TrialScheduler.CONTINUE     # inside its share
+    assert not os.path.exists(cut_marker(cut_dir, "kept"))
+    assert sched.waiting_families() == ["lstm", "ssm"]
+    assert sched.on_trial_result(None, kept, res(3, 10.5)) == TrialScheduler.STOP         # past it: cut
+    assert "lstm, ssm" in open(cut_marker(cut_dir, "kept")).read()
+    assert sched.on_trial_result(None, other, res(2, 12.0, done=True)) == TrialScheduler.CONTINUE  # finishing
+    sched.on_trial_add(None, SimpleNamespace(trial_id="l", config={"family": "lstm"}))
+    sched.on_trial_add(None, SimpleNamespace(trial_id="s", config={"family": "ssm"}))
+    assert sched.waiting_families() == []
+    assert sched.on_trial_result(None, other, res(5, 40.0)) == TrialScheduler.CONTINUE    # nobody waits
+    assert not os.path.exists(cut_marker(cut_dir, "other"))
+    plain = KeepPointsASHA([recipe], time_attr="training_iteration", max_t=50, grace_period=50)
+    plain.set_search_properties("tune_mean", "max")
+    plain.on_trial_add(None, kept)
+    assert plain.on_trial_result(None, kept, res(3, 1e6)) == TrialScheduler.CONTINUE      # no coverage: no cut
+
+
 def test_joint_sweep_enqueues_recipes_through_the_define_by_run_space():
     """--joint: the searcher's first suggestions are the recipes, family included (no Ray run needed)."""
     from lobsweep.search_spaces import sweep_space

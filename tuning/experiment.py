@@ -62,6 +62,9 @@ class ExperimentSettings:
     # of them again (``sweep --extend`` warm-starts from a finished sweep's trials this way)
     evaluated_rewards: list | None = None
     keep_points: list | None = None             # trials with these values ASHA never stops (recipes)
+    # a joint study under a budget: {"families", "share_s", "cut_dir"}; while a family has no trial,
+    # trials past their share are cut, keeping their bundles (recipe_points.KeepPointsASHA)
+    coverage: dict | None = None
     # with time_budget_s: no new trials once the best has stalled for this fraction of the time gone
     # (after this fraction of the budget; stagnation.py); 0 = search until the budget or num_samples
     stagnation: float = 0.0
@@ -121,9 +124,9 @@ def make_scheduler(s: ExperimentSettings):
         return tune.schedulers.FIFOScheduler()
     kw = dict(time_attr="training_iteration", max_t=int(s.max_t), grace_period=int(s.grace_period),
               reduction_factor=s.reduction_factor)
-    if s.keep_points:
+    if s.keep_points or s.coverage:
         from .recipe_points import KeepPointsASHA
-        return KeepPointsASHA(list(s.keep_points), **kw)
+        return KeepPointsASHA(list(s.keep_points or []), coverage=s.coverage, **kw)
     return tune.schedulers.ASHAScheduler(**kw)
 
 

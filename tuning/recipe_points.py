@@ -15,11 +15,28 @@ search builds on). bench/results/recipes.md shows the case that motivated it.
 
 A trial is a kept one when its config (decoded) equals a kept point on every
 key of that point.
+
+**Every family gets its recipe trial** (issue 13), also when the budget is too
+small for every recipe to train in full. In a joint study under a budget
+(``sweep.coverage_of``):
+
+- one recipe per family goes first (the *first round*);
+- each first-round trial anneals its LR by its fair share of the slot time
+  (``share_s`` = the study's budget x slots / families, counted from its start;
+  ``trial.trial_deadline``), not by the study's deadline, and ends there;
+- as a guarantee, the scheduler *cuts* any trial (kept or not) that has trained
+  ``share_s`` while some family still has no trial. A cut trial is not beaten:
+  it writes its best weights so far as its bundle, as a trial cut by the time
+  budget does (``stopped_at_epoch_k``; trial.py reads the marker the scheduler
+  leaves in ``cut_dir``).
+
+At large budgets the share is longer than a recipe needs and changes nothing.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
@@ -33,26 +50,63 @@ def matches(config: dict, point: dict) -> bool:
     return all(k in config and decode_value(config[k]) == decode_value(v) for k, v in point.items())
 
 
-class KeepPointsASHA(ASHAScheduler):
-    """``ASHAScheduler`` whose STOP decisions before ``max_t`` are overruled for ``keep`` points."""
+def cut_marker(cut_dir: str, trial_id: str) -> str:
+    """The file that tells a stopped trial it was cut for coverage (keep its bundle), not pruned."""
+    return os.path.join(cut_dir, trial_id)
 
-    def __init__(self, keep: list[dict], **kwargs):
+
+class KeepPointsASHA(ASHAScheduler):
+    """``ASHAScheduler`` whose STOP decisions before ``max_t`` are overruled for ``keep`` points.
+
+    ``coverage = {"families": [...], "share_s": seconds, "cut_dir": path}`` (a joint
+    study under a time budget): while some family has no trial, a trial that has trained
+    ``share_s`` seconds is cut (see the module docstring).
+    """
+
+    def __init__(self, keep: list[dict], coverage: dict | None = None, **kwargs):
         super().__init__(**kwargs)
         self._keep = [dict(p) for p in keep]
         self._kept_ids: set[str] = set()
+        self._coverage = dict(coverage) if coverage else None
+        self._started: set[str] = set()
 
     def _kept(self, trial) -> bool:
         if trial.trial_id not in self._kept_ids and any(matches(trial.config, p) for p in self._keep):
             self._kept_ids.add(trial.trial_id)
         return trial.trial_id in self._kept_ids
 
+    def on_trial_add(self, tune_controller, trial) -> None:
+        super().on_trial_add(tune_controller, trial)
+        self._started.add(str(trial.config.get("family")))
+
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         action = super().on_trial_result(tune_controller, trial, result)
         if (action == TrialScheduler.STOP and result.get(self._time_attr, self._max_t) < self._max_t
                 and self._kept(trial)):
             self._num_stopped -= 1                 # recorded in its rung, but not stopped
-            return TrialScheduler.CONTINUE
+            action = TrialScheduler.CONTINUE
+        if action == TrialScheduler.CONTINUE and not result.get("done") and self._cut_for_coverage(trial, result):
+            self._num_stopped += 1
+            return TrialScheduler.STOP
         return action
+
+    def waiting_families(self) -> list[str]:
+        """Families of the study that have no trial yet (empty without coverage)."""
+        if not self._coverage:
+            return []
+        return [f for f in self._coverage["families"] if f not in self._started]
+
+    def _cut_for_coverage(self, trial, result: dict) -> bool:
+        """Cut ``trial`` when it has had its fair share while some family waits; leaves the marker."""
+        waiting = self.waiting_families()
+        if not waiting or float(result.get("time_total_s", 0.0)) < float(self._coverage["share_s"]):
+            return False
+        os.makedirs(self._coverage["cut_dir"], exist_ok=True)
+        with open(cut_marker(self._coverage["cut_dir"], trial.trial_id), "w") as fh:
+            fh.write(f"cut after {float(result['time_total_s']):.0f} s so that {', '.join(waiting)} get a trial\n")
+        log.info("trial %s cut after %.0f s (its share of the budget): %s have no trial yet", trial.trial_id,
+                 float(result["time_total_s"]), ", ".join(waiting))
+        return True
 
 
 def points_for(points: list | None, family: str | None) -> list | None:
@@ -74,6 +128,11 @@ def with_recipes(meta: dict, spaces: dict) -> dict:
     if meta["joint"]:          # one study: the plain default, every family's own default, the literature's
         points.sort(key=lambda p: (not str(p["recipe"]).startswith("plain-"),
                                    not str(p["recipe"]).startswith("default-")))
+        first = {}                 # then one recipe per family ahead of the rest: every family starts early
+        for i, p in enumerate(points):
+            first.setdefault(p["family"], i)
+        points = [p for i, p in enumerate(points) if first[p["family"]] == i] + \
+                 [p for i, p in enumerate(points) if first[p["family"]] != i]
     meta["recipe_points"] = points
     meta["recipe_notes"] = notes
     for line in notes:

@@ -155,6 +155,18 @@ def family_budget(total: float | None, started: float, remaining: int) -> float 
     return max((float(total) - (time.time() - started)) / max(remaining, 1), 1.0)
 
 
+def coverage_of(meta: dict, fam: str | None, budget: float | None, slots: int, cut_dir: str) -> dict | None:
+    """A joint study with recipes under a budget: each family's fair share of the slot time, so
+    that no family is left without a trial (recipe_points.KeepPointsASHA). None otherwise."""
+    if fam is not None or budget is None or not meta.get("recipe_points") or len(meta["families"]) < 2:
+        return None
+    first = {}
+    for p in meta["recipe_points"]:                   # with_recipes put one per family first
+        first.setdefault(p["family"], {k: v for k, v in p.items() if k != "recipe"})
+    return {"families": list(meta["families"]), "share_s": float(budget) * slots / len(meta["families"]),
+            "cut_dir": cut_dir, "first_round": list(first.values())}
+
+
 def execute(meta: dict, meta_path: str, run_dir: str, *, ray_address=None, callbacks=None, verbose=0,
             local_cpus=None, local_gpus=None) -> dict:
     from ..progress import Stage
@@ -191,7 +203,8 @@ def execute(meta: dict, meta_path: str, run_dir: str, *, ray_address=None, callb
                        experiment_id=meta.get("experiment_id"), parent_run_id=meta.get("parent_run_id"))
     started, records, ok, short, stalled = time.time(), [], False, False, {}
     stage = Stage("hpo", total=sum(int(e["num_samples"]) for e in exps), budget_s=meta["time_budget_s"])
-    callbacks = [*(callbacks or []), TuneProgress(stage)]
+    cut_dir = os.path.join(dirs["families"], "cut")         # trials cut so that every family gets one
+    callbacks = [*(callbacks or []), TuneProgress(stage, cut_dir=cut_dir)]
     log.info("sweep %s: %d fit / %d tune / %d report sequences, %d features", meta["name"], prep.info["n_fit"],
              prep.info["n_tune"], prep.info["n_report"], prep.info["n_features"])
     try:
@@ -216,19 +229,23 @@ def execute(meta: dict, meta_path: str, run_dir: str, *, ray_address=None, callb
                     space = spaces[fam] if fam else joint_define_by_run(spaces)
                     points, rewards = first_points(meta, fam), None
                     keep = recipe_values(meta, fam)
+                    coverage = coverage_of(meta, fam, budget, conc, cut_dir)
                 else:                        # an extension: its own budget, warm-started searcher
                     budget = ext.get("time_budget_s")
                     space, points, rewards = extension_search(meta, exp, spaces, records, ctx.fail_score)
-                    keep = None
+                    keep = coverage = None
                 settings = ExperimentSettings(
                     num_samples=exp["num_samples"], max_t=int(meta["max_epochs"]),
                     grace_period=int(meta["grace_period"]), reduction_factor=float(meta["reduction_factor"]),
                     scheduler=meta["scheduler"], searcher=meta["searcher"], max_concurrent=conc, resources=res,
                     time_budget_s=budget, seed=int(meta["seed"]) + i, points_to_evaluate=points,
-                    evaluated_rewards=rewards, keep_points=keep, verbose=verbose, callbacks=list(callbacks),
+                    evaluated_rewards=rewards, keep_points=keep, coverage=coverage, verbose=verbose, callbacks=list(callbacks),
                     stagnation=float(meta.get("stagnation") or 0.0) if ext is None else 0.0,
                     stagnation_file=stall_file)
                 exp_ctx = ctx if budget is None else dataclasses.replace(ctx, deadline=time.time() + budget)
+                if coverage:
+                    exp_ctx = dataclasses.replace(exp_ctx, cut_dir=coverage["cut_dir"], share_s=coverage["share_s"],
+                                                  first_round=tuple(coverage["first_round"]))
                 results = run_experiment(builder, space, exp_ctx, settings, storage_path=dirs["ray"], name=group,
                                          constants={"family": fam} if fam else {},
                                          resume=os.path.isdir(os.path.join(dirs["ray"], group)))

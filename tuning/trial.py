@@ -25,7 +25,9 @@ per trial under the sweep's parent run, and the trial's end state:
     stopped_at_epoch_k   stopped by the experiment's time budget after k epochs: the run is
                          cut, not beaten, so its best weights so far are written as its bundle
                          (``ctx.deadline``); with full-size trials under a wall-clock budget
-                         that is where most of the sweep's training lives
+                         that is where most of the sweep's training lives. The same for a
+                         trial the scheduler cut after its share so that every family
+                         gets a trial (a marker in ``ctx.cut_dir``; recipe_points.py)
 
 A crash (any other exception) propagates to Ray, whose FailureConfig restarts
 the trial from its last checkpoint. A trial restored from a checkpoint taken
@@ -87,6 +89,11 @@ class TrialContext:
     parent_run_id: str | None = None
     stage: str = "hpo"
     deadline: float | None = None    # epoch seconds when the experiment's time budget ends
+    cut_dir: str | None = None       # where the scheduler marks trials it cut for coverage (recipe_points.py)
+    # coverage's first round (one recipe per family): such a trial anneals by its fair share of the
+    # slot time, ``share_s`` after it starts, not by the deadline, so the next family can start
+    first_round: tuple = ()
+    share_s: float | None = None
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -174,7 +181,7 @@ class SweepTrainable(tune.Trainable):
         """Record how the trial ended; a trial still running here was stopped from outside."""
         if self.status == "running":
             self.status = f"pruned_at_epoch_{self.iteration}"
-            if self._cut_by_budget():
+            if self._cut_by_budget() or self._cut_for_coverage():
                 self._keep_cut_trial()
         if self.tracker is not None:
             try:
@@ -187,6 +194,12 @@ class SweepTrainable(tune.Trainable):
         """Stopped at (or past) the time budget's end, after at least one epoch."""
         return (self.ctx.deadline is not None and self.iteration >= 1 and self.final is None
                 and time.time() >= self.ctx.deadline - BUDGET_SLACK_S)
+
+    def _cut_for_coverage(self) -> bool:
+        """Stopped by the scheduler so that every family gets a trial (it left a marker), after an epoch."""
+        from .recipe_points import cut_marker
+        return (self.ctx.cut_dir is not None and self.iteration >= 1 and self.final is None
+                and os.path.exists(cut_marker(self.ctx.cut_dir, self.trial_id)))
 
     def _keep_cut_trial(self) -> None:
         """Write the best weights so far as the trial's bundle (``stopped_at_epoch_k``)."""
@@ -274,6 +287,16 @@ def prepared(data_dir: str, features_spec: dict | None, max_train_seqs: int | No
     return _PREPARED[key]
 
 
+def trial_deadline(config: dict, ctx) -> float | None:
+    """When a trial must be done: the experiment's deadline, or sooner for a first-round recipe
+    trial of a coverage study (its share of the slot time from now; recipe_points.py)."""
+    from .recipe_points import matches
+    deadline = getattr(ctx, "deadline", None)
+    if deadline is not None and ctx.share_s and any(matches(config, p) for p in ctx.first_round):
+        return min(deadline, time.time() + float(ctx.share_s))
+    return deadline
+
+
 @dataclass
 class ModelTrialBuilder:
     """Picklable recipe: (sampled config, trial context) -> ``ModelTrial``.
@@ -293,7 +316,7 @@ class ModelTrialBuilder:
     train_fixed: dict = field(default_factory=dict)
 
     def __call__(self, config: dict, ctx) -> "ModelTrial":
-        return ModelTrial(self, config, getattr(ctx, "deadline", None))
+        return ModelTrial(self, config, trial_deadline(config, ctx))
 
 
 class ModelTrial:
