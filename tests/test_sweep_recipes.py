@@ -201,6 +201,56 @@ def test_while_a_family_waits_a_trial_past_its_share_is_cut_and_marked(tmp_path)
     assert plain.on_trial_result(None, kept, res(3, 1e6)) == TrialScheduler.CONTINUE      # no coverage: no cut
 
 
+def test_the_first_round_runs_in_equal_rounds_that_end_at_fixed_times():
+    """coverage_of: one recipe per family, ceil(families / slots) rounds; a first-round trial anneals
+    by its round's absolute end (trial_deadline); nothing for per-family, unbudgeted or short studies."""
+    from types import SimpleNamespace
+    from lobsweep.search_spaces import sweep_space
+    from lobsweep.tuning.recipe_points import with_recipes
+    from lobsweep.tuning.sweep import coverage_of
+    from lobsweep.tuning.trial import trial_deadline
+    fams = ["gru", "gru_attention", "lstm", "ssm", "transformer"]
+    meta = {"name": "j", "families": fams, "joint": True}
+    with_recipes(meta, {f: sweep_space(f) for f in fams})
+    cov = coverage_of(meta, None, 300.0, 2, 64, 1000.0, "/x/cut")
+    assert cov["families"] == fams and cov["share_s"] == pytest.approx(100.0)        # 3 rounds of 100 s
+    assert [f"{p['family']}@{end:.0f}" for p, end in cov["first_round"]] == [
+        "gru@1100", "gru_attention@1100", "lstm@1200", "ssm@1200", "transformer@1300"]
+    ctx = SimpleNamespace(deadline=1300.0, first_round=tuple(cov["first_round"]))
+    lstm_point = cov["first_round"][2][0]
+    assert trial_deadline({**lstm_point, "train.lr": lstm_point.get("train.lr")}, ctx) == 1200.0
+    assert trial_deadline({"family": "lstm", "lstm.model.hidden": -1}, ctx) == 1300.0   # a sampled trial
+    assert coverage_of(meta, "gru", 300.0, 2, 64, 0.0, "/x") is None                    # per-family study
+    assert coverage_of(meta, None, None, 2, 64, 0.0, "/x") is None                      # no budget
+    assert coverage_of(meta, None, 300.0, 2, 4, 0.0, "/x") is None                      # fewer trials than families
+
+
+def test_a_cut_trial_keeps_its_bundle_under_its_own_id_when_ray_reuses_its_actor(tmp_path):
+    """Ray names the next trial before it closes the old one on a reused actor (Trainable.reset):
+    the cut trial's bundle must still be written as the cut trial's."""
+    from types import SimpleNamespace
+    from lobsweep.tuning.recipe_points import cut_marker
+    from lobsweep.tuning.trial import SweepTrainable, TrialContext
+
+    class Run:
+        def finish(self, path):
+            os.makedirs(path)
+            open(os.path.join(path, "spec.json"), "w").write("{}")
+            return {"bundle": path}
+
+    cut_dir, bundles = str(tmp_path / "cut"), str(tmp_path / "bundles")
+    os.makedirs(cut_dir)
+    open(cut_marker(cut_dir, "a"), "w").write("cut\n")
+    t = SweepTrainable.__new__(SweepTrainable)
+    t._trial_info, t._iteration = SimpleNamespace(trial_id="a"), 3
+    t.ctx = TrialContext(sweep="s", bundles_dir=bundles, cut_dir=cut_dir)
+    t.run, t.status, t.final, t.last, t.tracker, t._tid = Run(), "running", None, {}, None, "a"
+    t._trial_info = SimpleNamespace(trial_id="b")          # what Trainable.reset does before reset_config
+    t._close()
+    assert t.status == "stopped_at_epoch_3"
+    assert os.listdir(bundles) == ["a"]
+
+
 def test_joint_sweep_enqueues_recipes_through_the_define_by_run_space():
     """--joint: the searcher's first suggestions are the recipes, family included (no Ray run needed)."""
     from lobsweep.search_spaces import sweep_space

@@ -21,16 +21,17 @@ small for every recipe to train in full. In a joint study under a budget
 (``sweep.coverage_of``):
 
 - one recipe per family goes first (the *first round*);
-- each first-round trial anneals its LR by its fair share of the slot time
-  (``share_s`` = the study's budget x slots / families, counted from its start;
-  ``trial.trial_deadline``), not by the study's deadline, and ends there;
+- the first round runs in ceil(families / slots) rounds of equal length
+  (``share_s``); each of its trials anneals its LR by its round's end
+  (``trial.trial_deadline``), not by the study's deadline, and ends there. ASHA
+  may still prune it on merit at a rung, like any trial but the kept one;
 - as a guarantee, the scheduler *cuts* any trial (kept or not) that has trained
   ``share_s`` while some family still has no trial. A cut trial is not beaten:
   it writes its best weights so far as its bundle, as a trial cut by the time
   budget does (``stopped_at_epoch_k``; trial.py reads the marker the scheduler
   leaves in ``cut_dir``).
 
-At large budgets the share is longer than a recipe needs and changes nothing.
+At large budgets a round is longer than a recipe needs and changes nothing.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ class KeepPointsASHA(ASHAScheduler):
     ``share_s`` seconds is cut (see the module docstring).
     """
 
+    _coverage: dict | None = None                  # class defaults: a scheduler pickled before coverage
+
     def __init__(self, keep: list[dict], coverage: dict | None = None, **kwargs):
         super().__init__(**kwargs)
         self._keep = [dict(p) for p in keep]
@@ -77,7 +80,8 @@ class KeepPointsASHA(ASHAScheduler):
 
     def on_trial_add(self, tune_controller, trial) -> None:
         super().on_trial_add(tune_controller, trial)
-        self._started.add(str(trial.config.get("family")))
+        if self._coverage:
+            self._started.add(str(trial.config.get("family")))
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         action = super().on_trial_result(tune_controller, trial, result)

@@ -155,16 +155,23 @@ def family_budget(total: float | None, started: float, remaining: int) -> float 
     return max((float(total) - (time.time() - started)) / max(remaining, 1), 1.0)
 
 
-def coverage_of(meta: dict, fam: str | None, budget: float | None, slots: int, cut_dir: str) -> dict | None:
-    """A joint study with recipes under a budget: each family's fair share of the slot time, so
-    that no family is left without a trial (recipe_points.KeepPointsASHA). None otherwise."""
-    if fam is not None or budget is None or not meta.get("recipe_points") or len(meta["families"]) < 2:
-        return None
+def coverage_of(meta: dict, fam: str | None, budget: float | None, slots: int, num_samples: int, start: float,
+                cut_dir: str) -> dict | None:
+    """Every family's recipe trial in a joint study with recipes under a budget (recipe_points.py).
+
+    The first round (one recipe per family, first in the queue) runs in ceil(families / slots)
+    rounds of equal length: the i-th of them must end by ``start + (i // slots + 1) x round``, an
+    absolute time, so start-up and evaluation overheads do not push the last family out. None for
+    a per-family experiment, without a budget, or when the study samples fewer trials than that.
+    """
     first = {}
-    for p in meta["recipe_points"]:                   # with_recipes put one per family first
+    for p in meta.get("recipe_points") or []:          # with_recipes put one per family first
         first.setdefault(p["family"], {k: v for k, v in p.items() if k != "recipe"})
-    return {"families": list(meta["families"]), "share_s": float(budget) * slots / len(meta["families"]),
-            "cut_dir": cut_dir, "first_round": list(first.values())}
+    if fam is not None or budget is None or len(first) < 2 or num_samples < len(first):
+        return None
+    round_s = float(budget) / math.ceil(len(first) / slots)
+    return {"families": list(first), "share_s": round_s, "cut_dir": cut_dir,
+            "first_round": [(p, start + (i // slots + 1) * round_s) for i, p in enumerate(first.values())]}
 
 
 def execute(meta: dict, meta_path: str, run_dir: str, *, ray_address=None, callbacks=None, verbose=0,
@@ -229,7 +236,7 @@ def execute(meta: dict, meta_path: str, run_dir: str, *, ray_address=None, callb
                     space = spaces[fam] if fam else joint_define_by_run(spaces)
                     points, rewards = first_points(meta, fam), None
                     keep = recipe_values(meta, fam)
-                    coverage = coverage_of(meta, fam, budget, conc, cut_dir)
+                    coverage = coverage_of(meta, fam, budget, conc, int(exp["num_samples"]), time.time(), cut_dir)
                 else:                        # an extension: its own budget, warm-started searcher
                     budget = ext.get("time_budget_s")
                     space, points, rewards = extension_search(meta, exp, spaces, records, ctx.fail_score)
@@ -244,8 +251,7 @@ def execute(meta: dict, meta_path: str, run_dir: str, *, ray_address=None, callb
                     stagnation_file=stall_file)
                 exp_ctx = ctx if budget is None else dataclasses.replace(ctx, deadline=time.time() + budget)
                 if coverage:
-                    exp_ctx = dataclasses.replace(exp_ctx, cut_dir=coverage["cut_dir"], share_s=coverage["share_s"],
-                                                  first_round=tuple(coverage["first_round"]))
+                    exp_ctx = dataclasses.replace(exp_ctx, cut_dir=cut_dir, first_round=tuple(coverage["first_round"]))
                 results = run_experiment(builder, space, exp_ctx, settings, storage_path=dirs["ray"], name=group,
                                          constants={"family": fam} if fam else {},
                                          resume=os.path.isdir(os.path.join(dirs["ray"], group)))

@@ -90,10 +90,9 @@ class TrialContext:
     stage: str = "hpo"
     deadline: float | None = None    # epoch seconds when the experiment's time budget ends
     cut_dir: str | None = None       # where the scheduler marks trials it cut for coverage (recipe_points.py)
-    # coverage's first round (one recipe per family): such a trial anneals by its fair share of the
-    # slot time, ``share_s`` after it starts, not by the deadline, so the next family can start
+    # coverage's first round, one recipe per family: ((point, end epoch seconds), ...); such a trial
+    # anneals by its end, not by the deadline, so the families after it start in time
     first_round: tuple = ()
-    share_s: float | None = None
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -164,6 +163,8 @@ class SweepTrainable(tune.Trainable):
 
     def _start(self, config: dict) -> None:
         self.status, self.final, self.last, self.tracker = "running", None, {}, None
+        # this trial's id, kept: when Ray reuses the actor it names the next trial before _close runs
+        self._tid = self.trial_id
         self.placement = trial_placement()
         self.run = self.builder(dict(config), self.ctx)
         log.info("trial %s: training on %s (Ray GPU ids [%s], CUDA_VISIBLE_DEVICES=%r)", self.trial_id,
@@ -187,7 +188,7 @@ class SweepTrainable(tune.Trainable):
             try:
                 self.tracker.close(self.status)
             except Exception as exc:                       # never let tracking break Ray's cleanup
-                log.warning("trial %s: could not close its MLflow run (%s)", self.trial_id, exc)
+                log.warning("trial %s: could not close its MLflow run (%s)", self._tid, exc)
             self.tracker = None
 
     def _cut_by_budget(self) -> bool:
@@ -199,15 +200,15 @@ class SweepTrainable(tune.Trainable):
         """Stopped by the scheduler so that every family gets a trial (it left a marker), after an epoch."""
         from .recipe_points import cut_marker
         return (self.ctx.cut_dir is not None and self.iteration >= 1 and self.final is None
-                and os.path.exists(cut_marker(self.ctx.cut_dir, self.trial_id)))
+                and os.path.exists(cut_marker(self.ctx.cut_dir, self._tid)))
 
     def _keep_cut_trial(self) -> None:
         """Write the best weights so far as the trial's bundle (``stopped_at_epoch_k``)."""
         try:
-            self.final = self.run.finish(os.path.join(self.ctx.bundles_dir, self.trial_id))
+            self.final = self.run.finish(os.path.join(self.ctx.bundles_dir, self._tid))
         except Exception as exc:                       # the trial stays pruned; Ray's cleanup goes on
             log.warning("trial %s: cut by the time budget, but its bundle could not be written (%s)",
-                        self.trial_id, exc)
+                        self._tid, exc)
             return
         self.status = f"stopped_at_epoch_{self.iteration}"
         t = self._tracker()
@@ -288,12 +289,13 @@ def prepared(data_dir: str, features_spec: dict | None, max_train_seqs: int | No
 
 
 def trial_deadline(config: dict, ctx) -> float | None:
-    """When a trial must be done: the experiment's deadline, or sooner for a first-round recipe
-    trial of a coverage study (its share of the slot time from now; recipe_points.py)."""
+    """When a trial must be done: the experiment's deadline, or its round's end for a first-round
+    recipe trial of a coverage study (recipe_points.py, sweep.coverage_of)."""
     from .recipe_points import matches
     deadline = getattr(ctx, "deadline", None)
-    if deadline is not None and ctx.share_s and any(matches(config, p) for p in ctx.first_round):
-        return min(deadline, time.time() + float(ctx.share_s))
+    for point, end in getattr(ctx, "first_round", ()):
+        if deadline is not None and matches(config, point):
+            return min(deadline, float(end))
     return deadline
 
 
