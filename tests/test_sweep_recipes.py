@@ -176,7 +176,7 @@ def test_while_a_family_waits_a_trial_past_its_share_is_cut_and_marked(tmp_path)
     cut_dir = str(tmp_path / "cut")
     recipe = {"family": "gru", "model.hidden": 12}
     sched = KeepPointsASHA([recipe], coverage={"families": ["gru", "lstm", "ssm"], "share_s": 10.0,
-                                               "cut_dir": cut_dir},
+                                               "cut_dir": cut_dir, "exempt": None},
                            time_attr="training_iteration", max_t=50, grace_period=50, reduction_factor=3)
     sched.set_search_properties("tune_mean", "max")
     kept = SimpleNamespace(trial_id="kept", config={"family": "gru", "model.hidden": 12})
@@ -195,34 +195,51 @@ def test_while_a_family_waits_a_trial_past_its_share_is_cut_and_marked(tmp_path)
     assert sched.waiting_families() == []
     assert sched.on_trial_result(None, other, res(5, 40.0)) == TrialScheduler.CONTINUE    # nobody waits
     assert not os.path.exists(cut_marker(cut_dir, "other"))
+    floor = KeepPointsASHA([recipe], coverage={"families": ["gru", "lstm"], "share_s": 10.0, "cut_dir": cut_dir,
+                                               "exempt": recipe},
+                           time_attr="training_iteration", max_t=50, grace_period=50)
+    floor.set_search_properties("tune_mean", "max")
+    other2 = SimpleNamespace(trial_id="other2", config={"family": "gru", "model.hidden": 30})
+    for t in (kept, other2):
+        floor.on_trial_add(None, t)
+    assert floor.on_trial_result(None, kept, res(3, 50.0)) == TrialScheduler.CONTINUE    # the floor keeps its slot
+    assert floor.on_trial_result(None, other2, res(3, 50.0)) == TrialScheduler.STOP      # lstm still waits
     plain = KeepPointsASHA([recipe], time_attr="training_iteration", max_t=50, grace_period=50)
     plain.set_search_properties("tune_mean", "max")
     plain.on_trial_add(None, kept)
     assert plain.on_trial_result(None, kept, res(3, 1e6)) == TrialScheduler.CONTINUE      # no coverage: no cut
 
 
-def test_the_first_round_runs_in_equal_rounds_that_end_at_fixed_times():
-    """coverage_of: one recipe per family, ceil(families / slots) rounds; a first-round trial anneals
-    by its round's absolute end (trial_deadline); nothing for per-family, unbudgeted or short studies."""
+def test_the_floor_keeps_a_slot_and_the_other_families_share_the_time_left():
+    """coverage_of: one recipe per family; with 2 slots the plain default keeps one and the other
+    four rotate through the other, each ending by an equal share of the time left when it starts
+    (trial_deadline); with 1 slot all rotate; nothing for per-family, unbudgeted or short studies."""
     from types import SimpleNamespace
     from lobsweep.search_spaces import sweep_space
-    from lobsweep.tuning.recipe_points import with_recipes
+    from lobsweep.tuning.recipe_points import matches, with_recipes
     from lobsweep.tuning.sweep import coverage_of
     from lobsweep.tuning.trial import trial_deadline
     fams = ["gru", "gru_attention", "lstm", "ssm", "transformer"]
     meta = {"name": "j", "families": fams, "joint": True}
     with_recipes(meta, {f: sweep_space(f) for f in fams})
-    cov = coverage_of(meta, None, 300.0, 2, 64, 1000.0, "/x/cut")
-    assert cov["families"] == fams and cov["share_s"] == pytest.approx(100.0)        # 3 rounds of 100 s
-    assert [f"{p['family']}@{end:.0f}" for p, end in cov["first_round"]] == [
-        "gru@1100", "gru_attention@1100", "lstm@1200", "ssm@1200", "transformer@1300"]
-    ctx = SimpleNamespace(deadline=1300.0, first_round=tuple(cov["first_round"]))
-    lstm_point = cov["first_round"][2][0]
-    assert trial_deadline({**lstm_point, "train.lr": lstm_point.get("train.lr")}, ctx) == 1200.0
-    assert trial_deadline({"family": "lstm", "lstm.model.hidden": -1}, ctx) == 1300.0   # a sampled trial
-    assert coverage_of(meta, "gru", 300.0, 2, 64, 0.0, "/x") is None                    # per-family study
-    assert coverage_of(meta, None, None, 2, 64, 0.0, "/x") is None                      # no budget
-    assert coverage_of(meta, None, 300.0, 2, 4, 0.0, "/x") is None                      # fewer trials than families
+    cov = coverage_of(meta, None, 300.0, 2, 64, "/x/cut")
+    assert cov["families"] == fams and cov["exempt"]["family"] == "gru" and cov["round_slots"] == 1
+    assert [p["family"] for p in cov["rounds"]] == fams[1:] and cov["share_s"] == pytest.approx(75.0)
+    ctx = SimpleNamespace(deadline=1300.0, rounds=tuple(cov["rounds"]), round_slots=1)
+    ends = [trial_deadline(dict(p), ctx, now=now) for p, now in zip(cov["rounds"], (1000.0, 1075.0, 1150.0, 1240.0))]
+    assert ends == pytest.approx([1075.0, 1150.0, 1225.0, 1300.0])   # 300/4, 225/3, 150/2, the rest
+    assert trial_deadline(dict(cov["exempt"]), ctx, now=1000.0) == 1300.0              # the floor: the deadline
+    assert trial_deadline({"family": "lstm", "lstm.model.hidden": -1}, ctx, now=1000.0) == 1300.0  # sampled
+    one = coverage_of(meta, None, 300.0, 1, 64, "/x/cut")
+    assert one["exempt"] is None and len(one["rounds"]) == 5 and one["share_s"] == pytest.approx(60.0)
+    assert matches(dict(one["rounds"][0]), cov["exempt"])
+    four = coverage_of(meta, None, 300.0, 4, 64, "/x/cut")
+    ctx4 = SimpleNamespace(deadline=1300.0, rounds=tuple(four["rounds"]), round_slots=3)
+    assert trial_deadline(dict(four["rounds"][0]), ctx4, now=1000.0) == pytest.approx(1150.0)  # ceil(4/3) = 2
+    assert trial_deadline(dict(four["rounds"][3]), ctx4, now=1150.0) == pytest.approx(1300.0)
+    assert coverage_of(meta, "gru", 300.0, 2, 64, "/x") is None                      # per-family study
+    assert coverage_of(meta, None, None, 2, 64, "/x") is None                        # no budget
+    assert coverage_of(meta, None, 300.0, 2, 4, "/x") is None                        # fewer trials than families
 
 
 def test_a_cut_trial_keeps_its_bundle_under_its_own_id_when_ray_reuses_its_actor(tmp_path):

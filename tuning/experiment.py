@@ -62,8 +62,8 @@ class ExperimentSettings:
     # of them again (``sweep --extend`` warm-starts from a finished sweep's trials this way)
     evaluated_rewards: list | None = None
     keep_points: list | None = None             # trials with these values ASHA never stops (recipes)
-    # a joint study under a budget: {"families", "share_s", "cut_dir"}; while a family has no trial,
-    # trials past their share are cut, keeping their bundles (recipe_points.KeepPointsASHA)
+    # a joint study under a budget (sweep.coverage_of): while a family has no trial, rotating
+    # trials past ``share_s`` are cut, keeping their bundles (recipe_points.KeepPointsASHA)
     coverage: dict | None = None
     # with time_budget_s: no new trials once the best has stalled for this fraction of the time gone
     # (after this fraction of the budget; stagnation.py); 0 = search until the budget or num_samples

@@ -21,17 +21,20 @@ small for every recipe to train in full. In a joint study under a budget
 (``sweep.coverage_of``):
 
 - one recipe per family goes first (the *first round*);
-- the first round runs in ceil(families / slots) rounds of equal length
-  (``share_s``); each of its trials anneals its LR by its round's end
-  (``trial.trial_deadline``), not by the study's deadline, and ends there. ASHA
-  may still prune it on merit at a rung, like any trial but the kept one;
-- as a guarantee, the scheduler *cuts* any trial (kept or not) that has trained
-  ``share_s`` while some family still has no trial. A cut trial is not beaten:
-  it writes its best weights so far as its bundle, as a trial cut by the time
-  budget does (``stopped_at_epoch_k``; trial.py reads the marker the scheduler
-  leaves in ``cut_dir``).
+- with two slots or more, the first of them (the plain default: the kept floor,
+  the model the sweep must beat at equal compute) keeps a slot and trains as it
+  needs; the other first-round trials rotate through the remaining slots, each
+  annealing its LR by an equal share of the time left when it starts
+  (``trial.trial_deadline``), not by the study's deadline, and ending there.
+  ASHA may still prune them on merit at a rung. With one slot all of them rotate;
+- as a guarantee, the scheduler *cuts* any rotating trial that has trained
+  ``share_s`` (the study's budget x rotating slots / rotating families) while
+  some family still has no trial. A cut trial is not beaten: it writes its best
+  weights so far as its bundle, as a trial cut by the time budget does
+  (``stopped_at_epoch_k``; trial.py reads the marker the scheduler leaves in
+  ``cut_dir``).
 
-At large budgets a round is longer than a recipe needs and changes nothing.
+At large budgets the shares are longer than a recipe needs and change nothing.
 """
 
 from __future__ import annotations
@@ -105,6 +108,8 @@ class KeepPointsASHA(ASHAScheduler):
         waiting = self.waiting_families()
         if not waiting or float(result.get("time_total_s", 0.0)) < float(self._coverage["share_s"]):
             return False
+        if self._coverage.get("exempt") and matches(trial.config, self._coverage["exempt"]):
+            return False                           # the floor keeps its slot
         os.makedirs(self._coverage["cut_dir"], exist_ok=True)
         with open(cut_marker(self._coverage["cut_dir"], trial.trial_id), "w") as fh:
             fh.write(f"cut after {float(result['time_total_s']):.0f} s so that {', '.join(waiting)} get a trial\n")

@@ -155,23 +155,27 @@ def family_budget(total: float | None, started: float, remaining: int) -> float 
     return max((float(total) - (time.time() - started)) / max(remaining, 1), 1.0)
 
 
-def coverage_of(meta: dict, fam: str | None, budget: float | None, slots: int, num_samples: int, start: float,
+def coverage_of(meta: dict, fam: str | None, budget: float | None, slots: int, num_samples: int,
                 cut_dir: str) -> dict | None:
     """Every family's recipe trial in a joint study with recipes under a budget (recipe_points.py).
 
-    The first round (one recipe per family, first in the queue) runs in ceil(families / slots)
-    rounds of equal length: the i-th of them must end by ``start + (i // slots + 1) x round``, an
-    absolute time, so start-up and evaluation overheads do not push the last family out. None for
-    a per-family experiment, without a budget, or when the study samples fewer trials than that.
+    The first round is one recipe per family, first in the queue. With two slots or more the
+    first of them (the plain default, the kept floor) keeps a slot and trains as a recipe needs;
+    the others rotate through the other slots (``rounds`` in that order, ``round_slots`` of them),
+    each ending by an equal share of the time left when it starts (``trial.trial_deadline``). None
+    for a per-family experiment, without a budget, or when the study samples fewer trials than that.
     """
     first = {}
     for p in meta.get("recipe_points") or []:          # with_recipes put one per family first
         first.setdefault(p["family"], {k: v for k, v in p.items() if k != "recipe"})
     if fam is not None or budget is None or len(first) < 2 or num_samples < len(first):
         return None
-    round_s = float(budget) / math.ceil(len(first) / slots)
-    return {"families": list(first), "share_s": round_s, "cut_dir": cut_dir,
-            "first_round": [(p, start + (i // slots + 1) * round_s) for i, p in enumerate(first.values())]}
+    points = list(first.values())
+    exempt = points[0] if slots >= 2 else None
+    rounds = points[1:] if exempt else points
+    free = max(1, slots - (1 if exempt else 0))
+    return {"families": list(first), "cut_dir": cut_dir, "exempt": exempt, "rounds": rounds, "round_slots": free,
+            "share_s": float(budget) * free / len(rounds)}
 
 
 def execute(meta: dict, meta_path: str, run_dir: str, *, ray_address=None, callbacks=None, verbose=0,
@@ -236,7 +240,7 @@ def execute(meta: dict, meta_path: str, run_dir: str, *, ray_address=None, callb
                     space = spaces[fam] if fam else joint_define_by_run(spaces)
                     points, rewards = first_points(meta, fam), None
                     keep = recipe_values(meta, fam)
-                    coverage = coverage_of(meta, fam, budget, conc, int(exp["num_samples"]), time.time(), cut_dir)
+                    coverage = coverage_of(meta, fam, budget, conc, int(exp["num_samples"]), cut_dir)
                 else:                        # an extension: its own budget, warm-started searcher
                     budget = ext.get("time_budget_s")
                     space, points, rewards = extension_search(meta, exp, spaces, records, ctx.fail_score)
@@ -246,12 +250,14 @@ def execute(meta: dict, meta_path: str, run_dir: str, *, ray_address=None, callb
                     grace_period=int(meta["grace_period"]), reduction_factor=float(meta["reduction_factor"]),
                     scheduler=meta["scheduler"], searcher=meta["searcher"], max_concurrent=conc, resources=res,
                     time_budget_s=budget, seed=int(meta["seed"]) + i, points_to_evaluate=points,
-                    evaluated_rewards=rewards, keep_points=keep, coverage=coverage, verbose=verbose, callbacks=list(callbacks),
+                    evaluated_rewards=rewards, keep_points=keep, coverage=coverage, verbose=verbose,
+                    callbacks=list(callbacks),
                     stagnation=float(meta.get("stagnation") or 0.0) if ext is None else 0.0,
                     stagnation_file=stall_file)
                 exp_ctx = ctx if budget is None else dataclasses.replace(ctx, deadline=time.time() + budget)
                 if coverage:
-                    exp_ctx = dataclasses.replace(exp_ctx, cut_dir=cut_dir, first_round=tuple(coverage["first_round"]))
+                    exp_ctx = dataclasses.replace(exp_ctx, cut_dir=cut_dir, rounds=tuple(coverage["rounds"]),
+                                                  round_slots=coverage["round_slots"])
                 results = run_experiment(builder, space, exp_ctx, settings, storage_path=dirs["ray"], name=group,
                                          constants={"family": fam} if fam else {},
                                          resume=os.path.isdir(os.path.join(dirs["ray"], group)))

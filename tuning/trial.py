@@ -49,6 +49,7 @@ Trainer, so no per-epoch report score exists to be looked at.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import time
@@ -90,9 +91,10 @@ class TrialContext:
     stage: str = "hpo"
     deadline: float | None = None    # epoch seconds when the experiment's time budget ends
     cut_dir: str | None = None       # where the scheduler marks trials it cut for coverage (recipe_points.py)
-    # coverage's first round, one recipe per family: ((point, end epoch seconds), ...); such a trial
-    # anneals by its end, not by the deadline, so the families after it start in time
-    first_round: tuple = ()
+    # coverage (sweep.coverage_of): the first-round recipe points that rotate through ``round_slots``
+    # slots, in order; such a trial anneals by its share of the time left, so the next family starts
+    rounds: tuple = ()
+    round_slots: int = 1
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -288,14 +290,17 @@ def prepared(data_dir: str, features_spec: dict | None, max_train_seqs: int | No
     return _PREPARED[key]
 
 
-def trial_deadline(config: dict, ctx) -> float | None:
-    """When a trial must be done: the experiment's deadline, or its round's end for a first-round
-    recipe trial of a coverage study (recipe_points.py, sweep.coverage_of)."""
+def trial_deadline(config: dict, ctx, now: float | None = None) -> float | None:
+    """When a trial must be done: the experiment's deadline, or sooner for the i-th of the n
+    rotating first-round recipe trials of a coverage study: an equal share of the time left,
+    ``(deadline - now) / ceil((n - i) / round_slots)`` (recipe_points.py, sweep.coverage_of)."""
     from .recipe_points import matches
     deadline = getattr(ctx, "deadline", None)
-    for point, end in getattr(ctx, "first_round", ()):
+    rounds = getattr(ctx, "rounds", ())
+    now = time.time() if now is None else now
+    for i, point in enumerate(rounds):
         if deadline is not None and matches(config, point):
-            return min(deadline, float(end))
+            return min(deadline, now + (deadline - now) / math.ceil((len(rounds) - i) / max(1, ctx.round_slots)))
     return deadline
 
 
