@@ -3,6 +3,10 @@
     python bench/automl_lift.py [--budgets 5m,10m,20m] [--datasets default,shifted] [--out bench/results]
     python bench/automl_lift.py --cases default:5m,shifted:5m,default:10m,shifted:10m,shifted:20m --work W
 
+``--baselines-from W`` reuses an earlier bench's data, test set and default-GRU
+zips (same sizes and seed), so a change to the search is measured against the
+very baseline runs it was measured against before; only full-search runs again.
+
 ``--cases`` lists (dataset, budget) pairs in the order they run (instead of every
 dataset x every budget). Each finished case is appended to ``<work>/results.jsonl``
 and the table is rewritten after every case; rerunning with the same ``--work``
@@ -121,13 +125,18 @@ def lift_ci(test: str, a: dict, bs: list[dict]) -> dict:
                      level=0.95)
 
 
-def run_case(root: str, data: str, test: str, budget: str, seconds: float, seeds: int) -> dict:
+def run_case(root: str, data: str, test: str, budget: str, seconds: float, seeds: int,
+             baselines_from: str | None = None) -> dict:
     log = os.path.join(root, f"log-{budget}.txt")
     out, fs_wall = cli("full-search", "--data", data, "--run-dir", os.path.join(root, f"runs-{budget}"),
                        "--time-budget", budget, log=log)
     fs_zip = re.search(r"^zip: (.+?) \(\d+ members", out, re.M).group(1)
     base = []
     for seed in range(seeds):
+        old = baselines_from and os.path.join(baselines_from, f"baseline-{budget}-s{seed}.zip")
+        if old and os.path.exists(old):                  # the same command on the same data, run before
+            base.append((old, float("nan")))
+            continue
         bundle = os.path.join(root, f"baseline-{budget}-s{seed}")
         _, train_wall = cli("train", "--family", "gru", "--data", data, "--out", bundle, "--no-mlflow",
                             "--seed", str(seed), "--epochs", "1000", "--train-set", f"time_limit_s={seconds}", log=log)
@@ -140,7 +149,7 @@ def run_case(root: str, data: str, test: str, budget: str, seconds: float, seeds
     return {"budget": budget, "full_search": a["weighted_pearson"], "full_search_oracle": a.get("oracle_fraction"),
             "full_search_wall_s": fs_wall, "baseline": float(np.mean([b["weighted_pearson"] for b in bs])),
             "baseline_oracle": None if None in oracle else float(np.mean(oracle)),
-            "baseline_wall_s": float(np.mean([w for _, w in base])),
+            "baseline_wall_s": float(np.mean([w for _, w in base])), "baselines_from": baselines_from,
             "baseline_seeds": [b["weighted_pearson"] for b in bs], "stages": stages_of(out),
             "lift": lift_ci(test, a, bs), "load5": load}
 
@@ -172,6 +181,10 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--baseline-seeds", type=int, default=3, help="default-GRU runs per case; the lift is vs their mean")
     ap.add_argument("--work", default=None)
+    ap.add_argument("--baselines-from", default=None,
+                    help="an earlier bench's work dir: its data, test set and default-GRU zips are reused (the "
+                         "baseline is `lobsweep train` with every default, so a change to the search leaves it "
+                         "as it was); only full-search runs again")
     ap.add_argument("--out", default="bench/results")
     args = ap.parse_args()
     if args.baseline_seeds < 1:
@@ -189,8 +202,11 @@ def main() -> int:
             continue
         root = os.path.join(work, variant)
         os.makedirs(root, exist_ok=True)
-        data, test = make_data(root, variant, args.n_train, args.n_valid, args.n_test, args.seed)
-        r = {"dataset": variant, "commit": commit, **run_case(root, data, test, budget, parse_duration(budget), args.baseline_seeds)}
+        src = os.path.join(args.baselines_from, variant) if args.baselines_from else None
+        data, test = (os.path.join(src, "data"), os.path.join(src, "test")) if src else \
+            make_data(root, variant, args.n_train, args.n_valid, args.n_test, args.seed)
+        r = {"dataset": variant, "commit": commit,
+             **run_case(root, data, test, budget, parse_duration(budget), args.baseline_seeds, src)}
         results.append(r)
         with open(done_path, "a") as fh:
             fh.write(json.dumps(r, default=float) + "\n")
@@ -215,7 +231,8 @@ def write_table(results: list[dict], args) -> None:
         lines.append(f"| {r['dataset']} | {r['budget']} | {r['full_search']:.4f} | {pct(r['full_search_oracle'])} | "
                      f"{r['full_search_wall_s']:.0f} | {r['baseline']:.4f} | {pct(r['baseline_oracle'])} | "
                      f"{' / '.join(f'{v:.4f}' for v in r.get('baseline_seeds', [r['baseline']]))} | "
-                     f"{r['baseline_wall_s']:.0f} | {r['lift']['gain']:+.4f} | "
+                     f"{'reused' if r['baseline_wall_s'] != r['baseline_wall_s'] else round(r['baseline_wall_s'])} | "
+                     f"{r['lift']['gain']:+.4f} | "
                      f"[{r['lift']['lo']:+.4f}, {r['lift']['hi']:+.4f}] | {r.get('load5', float('nan')):.2f} | "
                      f"{r.get('commit', '-')} |")
     table = "\n".join(lines)

@@ -99,5 +99,16 @@ def split_config(config: dict, family: str | None = None) -> tuple[str, dict, di
     return family, model, train
 
 
-__all__ = ["SpaceError", "check_dim", "check_space", "common_space", "family_space", "list_spaces", "space_modules",
+FEATURES_KEY = "features"     # a sweep dimension when a sweep has searched features (tuning/sweep.feature_sets)
+SEARCHED, PLAIN = "searched", "plain"
+
+
+def feature_choice(config: dict, family: str) -> str | None:
+    """The feature set a trial config names (``<family>.features`` in a joint study), if any."""
+    from .adapter import decode_value
+    value = config.get(f"{family}.{FEATURES_KEY}", config.get(FEATURES_KEY))
+    return None if value is None else str(decode_value(value))
+
+
+__all__ = ["FEATURES_KEY", "PLAIN", "SEARCHED", "feature_choice", "SpaceError", "check_dim", "check_space", "common_space", "family_space", "list_spaces", "space_modules",
            "split_config", "sweep_space"]

@@ -366,10 +366,10 @@ def test_a_tight_budget_still_gives_every_family_its_recipe_trial(ray_local, dat
     ends there with its bundle, so every family has a trained recipe trial on the leaderboard."""
     from lobsweep.training.bundle import read_spec
     from lobsweep.tuning import run_sweep
-    budget, fams = 60.0, ["gru", "lstm", "ssm"]
+    budget, fams, searched = 60.0, ["gru", "lstm", "ssm"], {"book": {"levels": 2}}
     out = run_sweep(data_dir, fams, name="cover", run_dir=str(tmp_path / "runs"), joint=True, num_samples=20,
                     max_epochs=200, grace_period=200, time_budget_s=budget, max_concurrent=1, recipes=True,
-                    train_fixed={"patience": 1000}, track=False)
+                    train_fixed={"patience": 1000}, track=False, features_spec=searched)
     recs = sorted(out["records"], key=lambda r: read_spec(r["bundle"])["created"] if r["bundle"] else "~")
     assert out["seconds"] < budget + 30
     trained = [r for r in recs if r["bundle"] and r.get("recipe")]
@@ -380,6 +380,10 @@ def test_a_tight_budget_still_gives_every_family_its_recipe_trial(ray_local, dat
         hist, lr0 = spec["history"], float(spec["train_config"]["lr"])
         assert 1 <= r["epochs"] < 200 and sum(h["seconds"] for h in hist) <= share + 5, (r["status"], hist)
         assert hist[-1]["lr"] < 0.5 * lr0, [h["lr"] for h in hist]
+    for r in trained:                          # the plain default on the plain inputs, the others searched
+        want = {} if r["recipe"] == "plain-gru" else searched
+        assert read_spec(r["bundle"])["features"]["spec"] == want, (r["recipe"], read_spec(r["bundle"])["features"])
+    assert "plain-gru" in {r["recipe"] for r in trained}
     board = load_leaderboard(out["leaderboard"])
     assert {e["family"] for e in board["overall"]} == set(fams)
 

@@ -242,6 +242,35 @@ def test_the_floor_keeps_a_slot_and_the_other_families_share_the_time_left():
     assert coverage_of(meta, None, 300.0, 2, 4, "/x") is None                        # fewer trials than families
 
 
+def test_with_searched_features_the_plain_default_trains_on_plain_inputs_and_features_are_searched():
+    """feature_sets: the features become a dimension {searched, plain}; the plain default recipe
+    takes the plain inputs (the floor is then the default model itself), every other recipe the
+    searched ones; a trial config picks its pipeline through the builder."""
+    from lobsweep.search_spaces import FEATURES_KEY, sweep_space
+    from lobsweep.tuning.recipe_points import with_recipes
+    from lobsweep.tuning.sweep import feature_sets
+    from lobsweep.tuning.trial import ModelTrialBuilder
+    searched = {"book": {"levels": 2}}
+    assert feature_sets({"recipes": True, "features_spec": None}) is None
+    assert feature_sets({"recipes": False, "features_spec": searched}) is None
+    sets = feature_sets({"recipes": True, "features_spec": searched})
+    assert sets == {"searched": searched, "plain": {}}
+    for joint in (True, False):
+        fams = ["gru", "lstm"]
+        spaces = {f: {**sweep_space(f), FEATURES_KEY: {"type": "choice", "values": list(sets)}} for f in fams}
+        meta = {"name": "f", "families": fams, "joint": joint}
+        with_recipes(meta, spaces)
+        key = (lambda fam: f"{fam}.features") if joint else (lambda fam: "features")  # noqa: E731
+        got = {p["recipe"]: p[key(p["family"])] for p in meta["recipe_points"]}
+        assert got["plain-gru"] == "plain" and got["default-lstm"] == "searched" and got["default-gru"] == "searched"
+    b = ModelTrialBuilder(data_dir="d", max_epochs=1, features_spec=searched, feature_sets=sets)
+    assert b.features_for({"family": "gru", "gru.features": "plain"}, "gru") == {}
+    assert b.features_for({"features": "searched"}, "lstm") == searched
+    assert b.features_for({"family": "lstm"}, "lstm") == searched                 # no choice: the searched ones
+    assert ModelTrialBuilder(data_dir="d", max_epochs=1, features_spec=searched).features_for(
+        {"features": "plain"}, "gru") == searched                                   # not a dimension: as given
+
+
 def test_a_cut_trial_keeps_its_bundle_under_its_own_id_when_ray_reuses_its_actor(tmp_path):
     """Ray names the next trial before it closes the old one on a reused actor (Trainable.reset):
     the cut trial's bundle must still be written as the cut trial's."""

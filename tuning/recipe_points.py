@@ -127,13 +127,21 @@ def points_for(points: list | None, family: str | None) -> list | None:
 
 
 def with_recipes(meta: dict, spaces: dict) -> dict:
-    """Widen each family's space to hold its recipes; their points (first trials) go into meta."""
+    """Widen each family's space to hold its recipes; their points (first trials) go into meta.
+
+    Where the features are a dimension (``sweep.feature_sets``), the plain default recipe trains
+    on the plain inputs, as ``lobsweep train`` does, and every other recipe on the searched ones."""
     from ..search_spaces.recipes import fit_recipes
+    from ..search_spaces import FEATURES_KEY, PLAIN, SEARCHED
     points, notes = [], []
     for fam in meta["families"]:
         spaces[fam], pts, lines = fit_recipes(fam, spaces[fam], joint=bool(meta["joint"]))
         points += [{"family": fam, **p} if "family" not in p else p for p in pts]
         notes += lines
+    for p in points:           # with the features a dimension: the plain default on plain inputs
+        if FEATURES_KEY in spaces[p["family"]]:
+            p[f"{p['family']}.{FEATURES_KEY}" if meta["joint"] else FEATURES_KEY] = \
+                PLAIN if str(p["recipe"]).startswith("plain-") else SEARCHED
     if meta["joint"]:          # one study: the plain default, every family's own default, the literature's
         points.sort(key=lambda p: (not str(p["recipe"]).startswith("plain-"),
                                    not str(p["recipe"]).startswith("default-")))

@@ -155,6 +155,17 @@ def family_budget(total: float | None, started: float, remaining: int) -> float 
     return max((float(total) - (time.time() - started)) / max(remaining, 1), 1.0)
 
 
+def feature_sets(meta: dict) -> dict | None:
+    """With recipes and searched features, the features are a dimension too: the searched ones or
+    the plain inputs (z-normalised, as ``lobsweep train`` uses them). The plain default recipe
+    trains on the plain ones, so the floor is the default model itself, and the searcher can turn
+    to them wherever the searched ones learn faster but reach less. None otherwise."""
+    from ..search_spaces import PLAIN, SEARCHED
+    if not (meta.get("recipes") and meta.get("features_spec")):
+        return None
+    return {SEARCHED: meta["features_spec"], PLAIN: {}}
+
+
 def coverage_of(meta: dict, fam: str | None, budget: float | None, slots: int, num_samples: int,
                 cut_dir: str) -> dict | None:
     """Every family's recipe trial in a joint study with recipes under a budget (recipe_points.py).
@@ -191,6 +202,7 @@ def execute(meta: dict, meta_path: str, run_dir: str, *, ray_address=None, callb
     from .recipe_points import first_points, mark_recipes, recipe_values, with_recipes
     from .stagnation import read_events
     from .sweep_extend import experiments, extension_search
+    from ..search_spaces import FEATURES_KEY, PLAIN
     from .trial import ModelTrialBuilder, TrialContext
     sdir = os.path.dirname(meta_path)
     dirs = {k: os.path.join(sdir, k) for k in ("cache", "bundles", "families", "ray")}
@@ -199,6 +211,11 @@ def execute(meta: dict, meta_path: str, run_dir: str, *, ray_address=None, callb
     prep = prepare(meta["data_dir"], meta["features_spec"], max_train_seqs=meta["max_train_seqs"],
                    cache_dir=dirs["cache"])
     spaces = {f: sweep_space(f, **meta["spaces"].get(f, {})) for f in meta["families"]}
+    sets = feature_sets(meta)
+    if sets:
+        prepare(meta["data_dir"], sets[PLAIN], max_train_seqs=meta["max_train_seqs"], cache_dir=dirs["cache"])
+        for space in spaces.values():
+            space[FEATURES_KEY] = {"type": "choice", "values": list(sets)}
     if meta.get("recipes"):
         spaces = with_recipes(meta, spaces)
     if meta["track"]:
@@ -206,7 +223,8 @@ def execute(meta: dict, meta_path: str, run_dir: str, *, ray_address=None, callb
     save_meta(meta_path, meta)
     builder = ModelTrialBuilder(data_dir=meta["data_dir"], max_epochs=int(meta["max_epochs"]),
                                 features_spec=meta["features_spec"], max_train_seqs=meta["max_train_seqs"],
-                                cache_dir=dirs["cache"], seed=int(meta["seed"]), train_fixed=meta["train_fixed"])
+                                cache_dir=dirs["cache"], seed=int(meta["seed"]), train_fixed=meta["train_fixed"],
+                                feature_sets=sets)
     exps = experiments(meta)
     res = meta["resources"]
     ctx = TrialContext(sweep=meta["name"], bundles_dir=dirs["bundles"], threads=max(1, math.ceil(res["cpu"])),

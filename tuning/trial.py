@@ -63,7 +63,7 @@ import torch
 from ray import tune
 
 from ..models import count_params, create_model
-from ..search_spaces import split_config
+from ..search_spaces import FEATURES_KEY, SEARCHED, feature_choice, split_config
 from ..submission.cost import member_cost_ms
 from ..training.bundle import save_bundle
 from ..training.member import build_spec, feature_set_name, member_metrics
@@ -321,6 +321,14 @@ class ModelTrialBuilder:
     tune_from: str = "valid"
     seed: int = 0
     train_fixed: dict = field(default_factory=dict)
+    # {SEARCHED: features_spec, PLAIN: {}}: the config's FEATURES_KEY picks one (sweep.feature_sets)
+    feature_sets: dict | None = None
+
+    def features_for(self, config: dict, family: str) -> dict | None:
+        """The feature pipeline spec a trial trains on."""
+        if not self.feature_sets:
+            return self.features_spec
+        return self.feature_sets[feature_choice(config, family) or SEARCHED]
 
     def __call__(self, config: dict, ctx) -> "ModelTrial":
         return ModelTrial(self, config, trial_deadline(config, ctx))
@@ -332,7 +340,8 @@ class ModelTrial:
     def __init__(self, spec: ModelTrialBuilder, config: dict, deadline: float | None = None):
         self.spec = spec
         self.family, hp, train = split_config(config)
-        self.prep = prepared(spec.data_dir, spec.features_spec, spec.max_train_seqs, spec.cache_dir, spec.tune_from)
+        features = spec.features_for(config, self.family)
+        self.prep = prepared(spec.data_dir, features, spec.max_train_seqs, spec.cache_dir, spec.tune_from)
         train = {**train, **spec.train_fixed, "epochs": int(spec.max_epochs)}
         if deadline is not None:           # under a time budget: the LR anneals by the experiment's end
             left = max(deadline - time.time(), 1.0)
@@ -344,8 +353,9 @@ class ModelTrial:
         self.model = create_model(self.family, **{**hp, "n_features": self.prep.pipeline.n_features_out})
         self.trainer = Trainer(self.model, self.cfg, self.prep.fit, self.prep.tune, None, seed=spec.seed)
         self.device = str(self.trainer.device)
-        self.tags = {"seed": str(spec.seed), "feature_set": feature_set_name(spec.features_spec)}
-        self.params = {"family": self.family,
+        self.tags = {"seed": str(spec.seed), "feature_set": feature_set_name(features)}
+        self.params = {"family": self.family, **({FEATURES_KEY: feature_choice(config, self.family) or SEARCHED}
+                                                 if spec.feature_sets else {}),
                        **{f"model.{k}": v for k, v in asdict(self.model.config).items()},
                        **{f"train.{k}": v for k, v in self.cfg.to_dict().items()}}
 
