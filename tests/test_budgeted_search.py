@@ -81,8 +81,13 @@ def test_seeds_start_floor_first_and_only_while_they_fit(board):
     assert not retrain.may_start(job, left_s=29.0)                              # under half of its parent's 60 s
     assert retrain.may_start(job, left_s=30.0)
     assert retrain.may_start(job, left_s=-5.0, needed=True)                     # an empty pool takes it anyway
-    assert retrain.may_start(job, left_s=5.0, first_wave=True)                  # the first wave: any time left
-    assert not retrain.may_start(job, left_s=0.0, first_wave=True)
+    assert job["epoch_seconds"] == pytest.approx(60.0 / 3)                     # the parent: 60 s over 3 epochs
+    short = {**job, "epoch_seconds": 4.0}
+    assert retrain.may_start(short, left_s=5.0, first_wave=True)               # the first wave: far less than half
+    assert not retrain.may_start(short, left_s=0.0, first_wave=True)
+    long_epochs = {**job, "epoch_seconds": 25.0}                               # ... but one parent epoch must fit
+    assert retrain.may_start(long_epochs, left_s=25.0, first_wave=True)
+    assert not retrain.may_start(long_epochs, left_s=24.0, first_wave=True)
     assert retrain.may_start({**job, "train_seconds": None}, left_s=1.0)
     assert not retrain.may_start({**job, "train_seconds": None}, left_s=0.0)   # never past the deadline
 
@@ -161,13 +166,14 @@ def test_seeds_fill_the_stage_and_none_starts_past_its_deadline(fake_stage):
 
 
 def test_a_short_stage_starts_one_wave_and_nothing_after_it(fake_stage):
-    """9 s to the deadline: under half of even the 20 s parent, so only the first wave starts (each
-    seed annealing by the deadline), and nothing starts after it."""
+    """9 s to the deadline: under half of even the 20 s parent, so only the first wave may start (each
+    seed annealing by the deadline): a's seed, whose parent's epochs took 6.7 s, not b's (100 s
+    epochs, which would end far past it); nothing starts after it."""
     run, fake, clock = fake_stage
     t0 = clock[0]
     out = run(10.0)
-    assert [(t - t0, j["parent_trial"], j["seed"] % 100) for t, j in fake.started] == [(0.0, "a", 0), (0.0, "b", 0)]
-    assert len(out["results"]) == 3 + 2 and clock[0] - t0 > 9.0       # the wave ended past the deadline
+    assert [(t - t0, j["parent_trial"], j["seed"] % 100) for t, j in fake.started] == [(0.0, "a", 0)]
+    assert len(out["results"]) == 3 + 1 and clock[0] - t0 > 9.0       # the wave ended past the deadline
     assert all(j["deadline"] == t0 + 9.0 for _, j in fake.started)
 
 

@@ -129,12 +129,15 @@ def seed_order(jobs: list[dict]) -> list[dict]:
 def may_start(job: dict, left_s: float, needed: bool = False, first_wave: bool = False) -> bool:
     """Start ``job`` with ``left_s`` seconds to the stage's deadline? While the time left covers
     ``START_FRACTION`` of what its parent trial trained (a member cut by the deadline has annealed
-    by it: the timed cosine, trainer.py); the first wave (``first_wave``) whenever any time is
-    left, so that a short share still adds seeds (the ensemble judges them on tune). ``needed``:
-    the pool has no member yet, so it starts whatever the clock says."""
+    by it: the timed cosine, trainer.py); the first wave (``first_wave``) while it covers one of
+    the parent's epochs, so that a short share still adds seeds (the ensemble judges them on tune)
+    without a first epoch that would end past the deadline. ``needed``: the pool has no member
+    yet, so it starts whatever the clock says."""
     if needed:
         return True
-    return left_s > 0 and (first_wave or left_s >= START_FRACTION * float(job.get("train_seconds") or 0.0))
+    if first_wave:
+        return left_s > 0 and left_s >= float(job.get("epoch_seconds") or 0.0)
+    return left_s > 0 and left_s >= START_FRACTION * float(job.get("train_seconds") or 0.0)
 
 
 def write_floor(out_root: str, board: dict, results: list[dict]) -> list[str]:

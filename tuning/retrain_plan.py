@@ -52,6 +52,7 @@ def plan_jobs(board: dict, top_k: int, seeds: int, max_epochs: int | None = None
                          "features": feature_spec_of(e.get("features")), "seed": SEED_BASE + 100 * rank + s,
                          "parent_trial": e["trial_id"], "parent_bundle": e.get("bundle"), "rank": rank,
                          "train_seconds": (e.get("train_seconds") or 0.0),
+                         "epoch_seconds": (e.get("train_seconds") or 0.0) / max(1, int(e.get("epochs") or 1)),
                          "floor": bool(board.get("floor")) and e["trial_id"] == board["floor"]["trial_id"],
                          "name": f"{family}-{e['trial_id']}-s{s}"})
     if not jobs:
