@@ -27,8 +27,11 @@ The public record of the competition (leaderboard unless marked valid):
   cosine schedule that fits any epoch budget, z-normalised raw inputs.
 
 In a sweep a recipe's model and training options are enqueued as a first
-trial (``fit_recipes``); the sweep's own feature pipeline, epoch budget and
-fixed training options still apply to it, like to every trial. ASHA records
+trial (``fit_recipes``); the sweep's epoch budget and fixed training options
+still apply to it, like to every trial. So does the sweep's feature pipeline,
+except where a feature search ran and the features are a dimension
+(tuning/sweep.feature_sets): there ``plain-gru`` trains on the plain inputs, as
+``lobsweep train`` does, and the other recipes on the searched ones. ASHA records
 its scores but never stops it (tuning/recipe_points.py), so a sweep's leaderboard
 always holds its recipes and cannot end below the best of them on tune.
 """

@@ -88,6 +88,8 @@ def test_seeds_start_floor_first_and_only_while_they_fit(board):
     long_epochs = {**job, "epoch_seconds": 25.0}                               # ... but one parent epoch must fit
     assert retrain.may_start(long_epochs, left_s=25.0, first_wave=True)
     assert not retrain.may_start(long_epochs, left_s=24.0, first_wave=True)
+    one_epoch = {**job, "epoch_seconds": 60.0}                                 # a 1-epoch parent: never stricter
+    assert retrain.may_start(one_epoch, left_s=30.0, first_wave=True)          # than the later seeds' half
     assert retrain.may_start({**job, "train_seconds": None}, left_s=1.0)
     assert not retrain.may_start({**job, "train_seconds": None}, left_s=0.0)   # never past the deadline
 

@@ -251,9 +251,10 @@ def test_with_searched_features_the_plain_default_trains_on_plain_inputs_and_fea
     from lobsweep.tuning.sweep import feature_sets
     from lobsweep.tuning.trial import ModelTrialBuilder
     searched = {"book": {"levels": 2}}
-    assert feature_sets({"recipes": True, "features_spec": None}) is None
-    assert feature_sets({"recipes": False, "features_spec": searched}) is None
-    sets = feature_sets({"recipes": True, "features_spec": searched})
+    assert feature_sets({"recipes": True, "features_spec": None, "feature_dim": True}) is None
+    assert feature_sets({"recipes": False, "features_spec": searched, "feature_dim": True}) is None
+    assert feature_sets({"recipes": True, "features_spec": searched}) is None   # created before the dimension
+    sets = feature_sets({"recipes": True, "features_spec": searched, "feature_dim": True})
     assert sets == {"searched": searched, "plain": {}}
     for joint in (True, False):
         fams = ["gru", "lstm"]
@@ -269,6 +270,22 @@ def test_with_searched_features_the_plain_default_trains_on_plain_inputs_and_fea
     assert b.features_for({"family": "lstm"}, "lstm") == searched                 # no choice: the searched ones
     assert ModelTrialBuilder(data_dir="d", max_epochs=1, features_spec=searched).features_for(
         {"features": "plain"}, "gru") == searched                                   # not a dimension: as given
+
+
+def test_a_reused_actor_keeps_both_feature_sets_prepared(monkeypatch):
+    """Trials switching between the searched and the plain features do not prepare them again."""
+    import lobsweep.tuning.trial as trial_mod
+    calls = []
+    monkeypatch.setattr(trial_mod, "prepare", lambda d, spec, **kw: calls.append(spec) or {"spec": spec},
+                        raising=False)
+    monkeypatch.setattr(trial_mod, "_PREPARED", {})
+    for spec in ({"book": {}}, {}, {"book": {}}, {}, {"book": {}}):
+        assert trial_mod.prepared("d", spec, None, None) == {"spec": spec}
+    assert calls == [{"book": {}}, {}]
+    trial_mod.prepared("other", {}, None, None)                       # a third: the oldest goes
+    trial_mod.prepared("d", {}, None, None)
+    trial_mod.prepared("d", {"book": {}}, None, None)
+    assert calls == [{"book": {}}, {}, {}, {"book": {}}]
 
 
 def test_a_cut_trial_keeps_its_bundle_under_its_own_id_when_ray_reuses_its_actor(tmp_path):

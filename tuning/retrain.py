@@ -130,14 +130,16 @@ def may_start(job: dict, left_s: float, needed: bool = False, first_wave: bool =
     """Start ``job`` with ``left_s`` seconds to the stage's deadline? While the time left covers
     ``START_FRACTION`` of what its parent trial trained (a member cut by the deadline has annealed
     by it: the timed cosine, trainer.py); the first wave (``first_wave``) while it covers one of
-    the parent's epochs, so that a short share still adds seeds (the ensemble judges them on tune)
-    without a first epoch that would end past the deadline. ``needed``: the pool has no member
+    the parent's epochs (or the later seeds' rule, when that asks less), so that a short share still
+    adds seeds (the ensemble judges them on tune) without a first epoch that would end past the
+    deadline. ``needed``: the pool has no member
     yet, so it starts whatever the clock says."""
     if needed:
         return True
-    if first_wave:
-        return left_s > 0 and left_s >= float(job.get("epoch_seconds") or 0.0)
-    return left_s > 0 and left_s >= START_FRACTION * float(job.get("train_seconds") or 0.0)
+    rule = START_FRACTION * float(job.get("train_seconds") or 0.0)
+    if first_wave:                     # one epoch, or what a later seed needs when that is less
+        rule = min(rule, float(job.get("epoch_seconds") or 0.0))
+    return left_s > 0 and left_s >= rule
 
 
 def write_floor(out_root: str, board: dict, results: list[dict]) -> list[str]:

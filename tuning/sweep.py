@@ -135,7 +135,7 @@ def run_sweep(data_dir, families, *, name=None, num_samples=8, max_epochs=8, gra
                 "joint": bool(joint), "scheduler": scheduler, "searcher": searcher, "spaces": spaces or {},
                 "train_fixed": train_fixed or {}, "points_to_evaluate": points_to_evaluate,
                 "tracking_uri": tracking_uri, "track": bool(track), "recipes": bool(recipes),
-                "stagnation": float(stagnation or 0.0)}
+                "stagnation": float(stagnation or 0.0), "feature_dim": True}
         check_settings(meta)
     return execute(meta, meta_path, run_dir, ray_address=ray_address, callbacks=callbacks, verbose=verbose,
                    local_cpus=local_cpus, local_gpus=local_gpus)
@@ -161,8 +161,8 @@ def feature_sets(meta: dict) -> dict | None:
     trains on the plain ones, so the floor is the default model itself, and the searcher can turn
     to them wherever the searched ones learn faster but reach less. None otherwise."""
     from ..search_spaces import PLAIN, SEARCHED
-    if not (meta.get("recipes") and meta.get("features_spec")):
-        return None
+    if not (meta.get("recipes") and meta.get("features_spec") and meta.get("feature_dim")):
+        return None                    # (a sweep created before the dimension resumes as it began)
     return {SEARCHED: meta["features_spec"], PLAIN: {}}
 
 

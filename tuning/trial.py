@@ -276,6 +276,7 @@ class SweepTrainable(tune.Trainable):
 
 
 _PREPARED: dict[str, Prepared] = {}
+PREPARED_KEEP = 2           # a sweep's trials switch between its searched and plain feature sets
 
 
 def prepared(data_dir: str, features_spec: dict | None, max_train_seqs: int | None, cache_dir: str | None,
@@ -284,7 +285,8 @@ def prepared(data_dir: str, features_spec: dict | None, max_train_seqs: int | No
     import json
     key = json.dumps([data_dir, features_spec, max_train_seqs, cache_dir, tune_from], sort_keys=True, default=str)
     if key not in _PREPARED:
-        _PREPARED.clear()                       # one data set per process at a time
+        while len(_PREPARED) >= PREPARED_KEEP:   # the data of one sweep: its feature sets, no more
+            del _PREPARED[next(iter(_PREPARED))]
         _PREPARED[key] = prepare(data_dir, features_spec, max_train_seqs=max_train_seqs, cache_dir=cache_dir,
                                  tune_from=tune_from)
     return _PREPARED[key]
