@@ -126,6 +126,14 @@ def points_for(points: list | None, family: str | None) -> list | None:
     return out or None
 
 
+def first_per_family(points: list[dict]) -> list[dict]:
+    """The first point of each family, in order (a joint study's first round, see with_recipes)."""
+    first: dict = {}
+    for p in points:
+        first.setdefault(p["family"], p)
+    return list(first.values())
+
+
 def with_recipes(meta: dict, spaces: dict) -> dict:
     """Widen each family's space to hold its recipes; their points (first trials) go into meta.
 
@@ -145,11 +153,8 @@ def with_recipes(meta: dict, spaces: dict) -> dict:
     if meta["joint"]:          # one study: the plain default, every family's own default, the literature's
         points.sort(key=lambda p: (not str(p["recipe"]).startswith("plain-"),
                                    not str(p["recipe"]).startswith("default-")))
-        first = {}                 # then one recipe per family ahead of the rest: every family starts early
-        for i, p in enumerate(points):
-            first.setdefault(p["family"], i)
-        points = [p for i, p in enumerate(points) if first[p["family"]] == i] + \
-                 [p for i, p in enumerate(points) if first[p["family"]] != i]
+        first = first_per_family(points)  # then one recipe per family ahead of the rest: all start early
+        points = first + [p for p in points if not any(p is f for f in first)]
     meta["recipe_points"] = points
     meta["recipe_notes"] = notes
     for line in notes:

@@ -176,17 +176,15 @@ def coverage_of(meta: dict, fam: str | None, budget: float | None, slots: int, n
     each ending by an equal share of the time left when it starts (``trial.trial_deadline``). None
     for a per-family experiment, without a budget, or when the study samples fewer trials than that.
     """
-    first = {}
-    for p in meta.get("recipe_points") or []:          # with_recipes put one per family first
-        first.setdefault(p["family"], {k: v for k, v in p.items() if k != "recipe"})
-    if fam is not None or budget is None or len(first) < 2 or num_samples < len(first):
+    from .recipe_points import first_per_family
+    points = [{k: v for k, v in p.items() if k != "recipe"} for p in first_per_family(meta.get("recipe_points") or [])]
+    if fam is not None or budget is None or len(points) < 2 or num_samples < len(points):
         return None
-    points = list(first.values())
     exempt = points[0] if slots >= 2 else None
     rounds = points[1:] if exempt else points
     free = max(1, slots - (1 if exempt else 0))
-    return {"families": list(first), "cut_dir": cut_dir, "exempt": exempt, "rounds": rounds, "round_slots": free,
-            "share_s": float(budget) * free / len(rounds)}
+    return {"families": [p["family"] for p in points], "cut_dir": cut_dir, "exempt": exempt, "rounds": rounds,
+            "round_slots": free, "share_s": float(budget) * free / len(rounds)}
 
 
 def execute(meta: dict, meta_path: str, run_dir: str, *, ray_address=None, callbacks=None, verbose=0,
